@@ -1,0 +1,163 @@
+"""The one `Pipeline`: raw records → events → detectors → signals → alerts and risk updates.
+
+The live worker, `gatewatch replay` and the tests all drive this object, so they cannot drift.
+It does no I/O: sinks (Kafka, SQLite, files) are the caller's business. Its clock is the watermark
+(largest event time seen minus the allowed lateness): state expiry follows it, never the wall clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from detectors import DETECTORS
+from detectors.base import Detector, Signal
+from detectors.state import MemoryStore, StateStore
+from ingest.deadletter import DeadLetter
+from ingest.decode import EventDecoder
+from ingest.errors import RecordError
+from ingest.events import Event, Source
+from ingest.tokens import TokenValidator
+from scoring.alerts import Alert, AlertBuilder
+from scoring.risk import RiskEngine, RiskUpdate
+
+_EXPIRE_EVERY_SECONDS = 60.0
+
+
+@dataclass
+class BatchResult:
+    events: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)  # new or changed in this batch, one per id
+    risk: list[RiskUpdate] = field(default_factory=list)  # latest per entity in this batch
+    late_events: int = 0
+
+    def merge(self, other: BatchResult) -> None:
+        self.events += other.events
+        self.dead_letters += other.dead_letters
+        self.signals += other.signals
+        self.alerts += other.alerts
+        self.risk += other.risk
+        self.late_events += other.late_events
+
+
+@dataclass
+class PipelineStats:
+    events: int = 0
+    dead_letters: int = 0
+    late_events: int = 0
+    signals: Counter[str] = field(default_factory=Counter)
+    dead_letter_codes: Counter[str] = field(default_factory=Counter)
+
+
+class Pipeline:
+    def __init__(self, *, decoder: EventDecoder, detectors: Sequence[Detector], alerts: AlertBuilder,
+                 risk: RiskEngine, lateness_seconds: float = 30.0,
+                 stores: dict[str, StateStore] | None = None) -> None:
+        self.decoder = decoder
+        self.detectors = list(detectors)
+        self.alerts = alerts
+        self.risk = risk
+        self.lateness_seconds = lateness_seconds
+        self.stores = stores if stores is not None else {d.name: MemoryStore() for d in self.detectors}
+        self.max_event_time = float("-inf")
+        self.stats = PipelineStats()
+        self._last_expiry = float("-inf")
+
+    @classmethod
+    def from_settings(cls, settings: Any, validator: TokenValidator | None) -> Pipeline:
+        detectors: list[Detector] = []
+        for det_cls in DETECTORS:
+            section = getattr(settings.detectors, det_cls.settings_key)
+            if section.enabled:
+                detectors.append(det_cls.from_config(section, settings.tokens))
+        sc = settings.scoring
+        return cls(
+            decoder=EventDecoder(validator=validator, max_event_bytes=settings.limits.max_event_bytes),
+            detectors=detectors,
+            alerts=AlertBuilder(group_seconds=sc.alert_group_seconds),
+            risk=RiskEngine(half_life_seconds=sc.half_life_seconds, step_up_at=sc.step_up_at,
+                            deny_at=sc.deny_at, top_reasons=sc.top_reasons),
+            lateness_seconds=sc.lateness_seconds,
+        )
+
+    @property
+    def watermark(self) -> float:
+        return self.max_event_time - self.lateness_seconds
+
+    def decode(self, raws: Iterable[tuple[bytes, Source | None]]) -> tuple[list[Event], list[DeadLetter]]:
+        events, dead = [], []
+        for raw, source in raws:
+            try:
+                events.append(self.decoder.decode(raw, source))
+            except RecordError as err:
+                dead.append(DeadLetter.from_error(err, raw, source))
+        return events, dead
+
+    def process(self, raws: Iterable[tuple[bytes, Source | None]]) -> BatchResult:
+        """Decode a batch of raw records and run them through detection and scoring."""
+        events, dead = self.decode(raws)
+        result = self.process_events(events)
+        result.dead_letters[:0] = dead
+        self.stats.dead_letters += len(dead)
+        self.stats.dead_letter_codes.update(d.code for d in dead)
+        return result
+
+    def process_events(self, events: Sequence[Event]) -> BatchResult:
+        """Detection and scoring for decoded events; the batch is taken in event-time order."""
+        result = BatchResult(events=len(events))
+        changed: dict[str, None] = {}
+        risk: dict[tuple[str, str, str], RiskUpdate] = {}
+        for event in sorted(events, key=lambda e: e.ts):
+            if event.ts < self.watermark:
+                result.late_events += 1
+            self.max_event_time = max(self.max_event_time, event.ts)
+            for detector in self.detectors:
+                try:
+                    found = detector.observe(event, self.stores[detector.name])
+                except Exception as exc:  # a detector bug must not stop the stream: dead-letter it
+                    err = RecordError(f"{detector.name} raised {type(exc).__name__}: {exc}", "detector_error")
+                    raw = _raw_of(event)
+                    result.dead_letters.append(DeadLetter.from_error(err, raw, event.source, stage="detect"))
+                    self.stats.dead_letter_codes["detector_error"] += 1
+                    self.stats.dead_letters += 1
+                    continue
+                for signal in found:
+                    result.signals.append(signal)
+                    self.stats.signals[signal.type] += 1
+                    updates = self.risk.add(signal)
+                    for u in updates:
+                        risk[(u.tenant, u.kind, u.value)] = u
+                    aid = self.alerts.add(signal, updates[0].score if updates else 0.0)
+                    if aid is not None:
+                        changed[aid] = None
+        result.alerts = [self.alerts.get(aid) for aid in changed]
+        result.risk = list(risk.values())
+        self.stats.events += len(events)
+        self.stats.late_events += result.late_events
+        self._expire()
+        return result
+
+    def _expire(self) -> None:
+        wm = self.watermark
+        if wm - self._last_expiry < _EXPIRE_EVERY_SECONDS:
+            return
+        self._last_expiry = wm
+        for store in self.stores.values():
+            store.expire(wm)
+        self.alerts.expire(wm)
+        self.risk.expire(wm)
+
+
+def _raw_of(event: Event) -> bytes:
+    """The record as JSON for a dead-letter entry, its token replaced by the fingerprint."""
+    record = event.record
+    if record.token is not None:
+        tfp = event.token.tfp if event.token is not None else "?"
+        record = msgspec.structs.replace(record, token=f"<redacted tfp={tfp}>")
+    return msgspec.json.encode(record)

@@ -1,0 +1,217 @@
+"""One typed settings object (CONTRACT.md §3), built by `load_settings` and passed down.
+
+Sources, later wins: defaults < TOML file < environment (`GATEWATCH_<SECTION>__<KEY>`).
+Relative paths are resolved against the config file's directory. An unknown key or a bad value
+raises `ConfigError` naming the key; the CLI turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ingest.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "gatewatch"
+    access_topic: str = "gateway.access"
+    tokens_topic: str = "gateway.tokens"
+    alerts_topic: str = "gatewatch.alerts"
+    risk_topic: str = "gatewatch.risk"
+    dlq_topic: str = "gatewatch.dlq"
+    max_poll_records: int = Field(500, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(500, ge=10, le=60_000)
+
+
+class KeysSettings(_Section):
+    decryption_jwks: Path = Path("keys/decryption.jwks.json")
+    issuer_jwks: Path = Path("keys/issuer.jwks.json")
+
+
+DEFAULT_JWE_ALGS = (
+    "dir", "A128KW", "A256KW", "A128GCMKW", "A256GCMKW", "RSA-OAEP", "RSA-OAEP-256",
+    "ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A256KW",
+)
+DEFAULT_JWE_ENCS = ("A128GCM", "A256GCM", "A128CBC-HS256", "A256CBC-HS512")
+DEFAULT_JWS_ALGS = ("RS256", "PS256", "ES256", "EdDSA", "HS256")
+
+
+class TokensSettings(_Section):
+    issuers: list[str] = ["https://idp.example"]
+    audiences: list[str] = ["api://gateway"]
+    leeway_seconds: int = Field(30, ge=0, le=3600)
+    nonce_window_seconds: int = Field(300, ge=1, le=86_400)
+    max_lifetime_seconds: int = Field(86_400, ge=60)
+    typ: list[str] = ["at+jwt", "JWT", "application/at+jwt"]
+    jwe_algorithms: list[str] = list(DEFAULT_JWE_ALGS)
+    jwe_encryptions: list[str] = list(DEFAULT_JWE_ENCS)
+    jws_algorithms: list[str] = list(DEFAULT_JWS_ALGS)
+    cache_size: int = Field(100_000, ge=0)
+
+
+class StoreSettings(_Section):
+    url: str = "sqlite:///gatewatch.db"
+
+    @field_validator("url")
+    @classmethod
+    def _sqlite_only(cls, v: str) -> str:
+        if not v.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///PATH is supported")
+        return v
+
+
+class ModelSettings(_Section):
+    path: Path = Path("model")
+
+
+class LimitsSettings(_Section):
+    max_event_bytes: int = Field(65_536, ge=256, le=16 * 1024 * 1024)
+    max_token_bytes: int = Field(16_384, ge=256, le=1024 * 1024)
+
+
+class NonceReplaySettings(_Section):
+    enabled: bool = True
+    # Seconds a nonce stays remembered; None = [tokens] nonce_window_seconds.
+    window_seconds: int | None = Field(None, ge=1)
+    max_evidence: int = Field(20, ge=1, le=1000)
+
+
+class DetectorsSettings(_Section):
+    replay_nonce: NonceReplaySettings = NonceReplaySettings()
+
+
+class ScoringSettings(_Section):
+    lateness_seconds: int = Field(30, ge=0, le=86_400)
+    half_life_seconds: int = Field(1800, ge=1)
+    step_up_at: float = Field(40.0, ge=0, le=100)
+    deny_at: float = Field(75.0, ge=0, le=100)
+    alert_group_seconds: int = Field(3600, ge=1)
+    top_reasons: int = Field(5, ge=1, le=50)
+
+
+class ApiSettings(_Section):
+    bind: str = "127.0.0.1:8000"
+    issuers: list[str] = ["https://idp.example"]
+    audience: str = "gatewatch"
+    jwks: Path = Path("keys/api-issuer.jwks.json")
+    api_keys: Path = Path("keys/api-keys.json")
+    max_body_bytes: int = Field(65_536, ge=1024)
+
+    @field_validator("bind")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT")
+        return v
+
+
+class Settings(_Section):
+    kafka: KafkaSettings = KafkaSettings()
+    keys: KeysSettings = KeysSettings()
+    tokens: TokensSettings = TokensSettings()
+    store: StoreSettings = StoreSettings()
+    model: ModelSettings = ModelSettings()
+    limits: LimitsSettings = LimitsSettings()
+    detectors: DetectorsSettings = DetectorsSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    api: ApiSettings = ApiSettings()
+    base_dir: Path = Path(".")
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store.url.removeprefix("sqlite:///"))
+
+
+_PATH_KEYS = {("keys", "decryption_jwks"), ("keys", "issuer_jwks"), ("model", "path"),
+              ("api", "jwks"), ("api", "api_keys")}
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith("GATEWATCH_") or "__" not in name:
+            continue
+        section, key = name[len("GATEWATCH_"):].lower().split("__", 1)
+        try:  # a TOML value (number, bool, list, quoted string); else the bare string
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'"
+    return f"bad value for config key '{key}': {first['msg']}"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings: `path`, else $GATEWATCH_CONFIG, else ./gatewatch.toml (optional)."""
+    environ = dict(os.environ if environ is None else environ)
+    explicit = path is not None or "GATEWATCH_CONFIG" in environ
+    cfg = Path(path if path is not None else environ.get("GATEWATCH_CONFIG", "gatewatch.toml"))
+    data: dict[str, Any] = {}
+    if cfg.exists():
+        try:
+            data = tomllib.loads(cfg.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {cfg} is not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"config file {cfg} not found")
+    environ.pop("GATEWATCH_CONFIG", None)
+    data = _merge(data, _env_overrides(environ))
+    if "base_dir" in data:
+        raise ConfigError("unknown config key 'base_dir'")
+    base = cfg.resolve().parent if cfg.exists() else Path.cwd()
+    for section, key in _PATH_KEYS:
+        val = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(val, str) and val and not Path(val).is_absolute():
+            data[section][key] = str(base / val)
+    try:
+        settings = Settings.model_validate({**data, "base_dir": base})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    # Defaults that are paths are relative to the config file too.
+    return _absolutise_defaults(settings, base)
+
+
+def _absolutise_defaults(s: Settings, base: Path) -> Settings:
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    store_url = s.store.url
+    store_path = Path(store_url.removeprefix("sqlite:///"))
+    if not store_path.is_absolute() and store_url != "sqlite:///:memory:":
+        store_url = "sqlite:///" + str(base / store_path)
+    return s.model_copy(update={
+        "keys": s.keys.model_copy(update={"decryption_jwks": fix(s.keys.decryption_jwks),
+                                          "issuer_jwks": fix(s.keys.issuer_jwks)}),
+        "model": s.model.model_copy(update={"path": fix(s.model.path)}),
+        "api": s.api.model_copy(update={"jwks": fix(s.api.jwks), "api_keys": fix(s.api.api_keys)}),
+        "store": s.store.model_copy(update={"url": store_url}),
+    })

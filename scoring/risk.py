@@ -1,0 +1,107 @@
+"""Dynamic risk per entity: a noisy-OR of recent signals, each decaying with a half-life on event time.
+
+    risk(t) = 100 · (1 − Π_i (1 − w_i · s_i · 2^(−(t − t_i)/half_life)))
+
+A signal's contribution is weight × strength; the top contributions are kept as reasons. Levels and
+actions come from two thresholds (`step_up_at`, `deny_at`). The result is written to the risk table,
+so the gateway's look-up is a read, never this computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detectors.base import Entity, Signal
+
+# How much one signal of each type counts (0..1); unknown types count DEFAULT_WEIGHT.
+WEIGHTS: dict[str, float] = {
+    "replay.nonce": 0.6, "replay.token_context": 0.7, "replay.refresh_reuse": 0.7,
+    "token.revoked_use": 0.6, "token.expired_use": 0.3, "token.cross_tenant": 0.8,
+    "token.jti_collision": 0.8, "token.invalid": 0.4, "token.unencrypted": 0.1,
+    "traffic.rate_limit": 0.3, "traffic.ip_not_allowed": 0.4, "anomaly.behaviour": 0.4,
+}
+DEFAULT_WEIGHT = 0.3
+_MAX_CONTRIBUTIONS = 32  # per entity; the weakest (after decay) are dropped first
+_NEGLIGIBLE = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class RiskUpdate:
+    kind: str
+    value: str
+    tenant: str
+    score: float
+    level: str
+    action: str
+    reasons: tuple[str, ...]
+    ts: float  # event time the score was computed at
+
+
+@dataclass(slots=True)
+class _Contribution:
+    type: str
+    amount: float
+    ts: float
+    reason: str
+
+
+class RiskEngine:
+    def __init__(self, *, half_life_seconds: float = 1800.0, step_up_at: float = 40.0,
+                 deny_at: float = 75.0, top_reasons: int = 5,
+                 weights: dict[str, float] | None = None) -> None:
+        self.half_life_seconds = half_life_seconds
+        self.step_up_at = step_up_at
+        self.deny_at = deny_at
+        self.top_reasons = top_reasons
+        self.weights = dict(WEIGHTS if weights is None else weights)
+        self._entities: dict[tuple[str, str, str], list[_Contribution]] = {}
+
+    def _decayed(self, c: _Contribution, at: float) -> float:
+        return c.amount * 0.5 ** (max(0.0, at - c.ts) / self.half_life_seconds)
+
+    def level(self, score: float) -> tuple[str, str]:
+        if score >= self.deny_at:
+            return "high", "deny"
+        if score >= self.step_up_at:
+            return "medium", "step_up"
+        return "low", "allow"
+
+    def score(self, tenant: str, entity: Entity, at: float) -> tuple[float, tuple[str, ...]]:
+        contributions = self._entities.get((tenant, entity.kind, entity.value), [])
+        remaining = 1.0
+        ranked = []
+        for c in contributions:
+            d = self._decayed(c, at)
+            remaining *= 1.0 - min(d, 0.999)
+            ranked.append((d, c.reason))
+        ranked.sort(key=lambda r: -r[0])
+        return round(100.0 * (1.0 - remaining), 1), tuple(r for _, r in ranked[: self.top_reasons])
+
+    def add(self, signal: Signal) -> list[RiskUpdate]:
+        amount = self.weights.get(signal.type, DEFAULT_WEIGHT) * signal.strength
+        reason = f"{signal.type}: {signal.reasons[0]}" if signal.reasons else signal.type
+        updates = []
+        for entity in signal.entities:
+            key = (signal.tenant, entity.kind, entity.value)
+            bucket = self._entities.setdefault(key, [])
+            bucket.append(_Contribution(signal.type, amount, signal.ts, reason))
+            if len(bucket) > _MAX_CONTRIBUTIONS:
+                bucket.sort(key=lambda c: self._decayed(c, signal.ts), reverse=True)
+                del bucket[_MAX_CONTRIBUTIONS:]
+            score, reasons = self.score(signal.tenant, entity, signal.ts)
+            level, action = self.level(score)
+            updates.append(RiskUpdate(entity.kind, entity.value, signal.tenant, score, level, action,
+                                      reasons, signal.ts))
+        return updates
+
+    def expire(self, watermark: float) -> None:
+        """Drop contributions that have decayed to nothing by the watermark; forget empty entities."""
+        for key in list(self._entities):
+            kept = [c for c in self._entities[key] if self._decayed(c, watermark) >= _NEGLIGIBLE]
+            if kept:
+                self._entities[key] = kept
+            else:
+                del self._entities[key]
+
+    def __len__(self) -> int:
+        return len(self._entities)
