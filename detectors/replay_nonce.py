@@ -16,11 +16,17 @@ from detectors.state import StateStore
 from ingest.events import AccessRecord, Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Sighting:
+    """The first use of a one-time value, and the ids of every later use already reported."""
+
     event_id: str
     ts: float
     ip: str
+    later: tuple[str, ...] = ()
+
+
+_MAX_LATER = 64  # beyond this many reuses of one value, alert grouping still dedupes by event ids
 
 
 def _short(value: str) -> str:
@@ -68,15 +74,17 @@ class NonceReplayDetector:
                 state.set(key, _Sighting(rec.event_id, event.ts, rec.client_ip),
                           expires_at=event.ts + self.window_seconds)
                 continue
-            if first.event_id == rec.event_id:
+            if rec.event_id == first.event_id or rec.event_id in first.later:
                 continue  # the same record again: a redelivery, not a replay
             gap = abs(event.ts - first.ts)
             if gap > self.window_seconds:
                 continue
-            if event.ts < first.ts:  # out of order: remember the earliest sighting
-                state.set(key, _Sighting(rec.event_id, event.ts, rec.client_ip),
-                          expires_at=event.ts + self.window_seconds)
             signals.append(self._signal(event, first, what, scope, gap))
+            if event.ts < first.ts:  # out of order: the earliest sighting becomes the first
+                first = _Sighting(rec.event_id, event.ts, rec.client_ip, (first.event_id, *first.later))
+                state.set(key, first, expires_at=event.ts + self.window_seconds)
+            elif len(first.later) < _MAX_LATER:
+                first.later = (*first.later, rec.event_id)
         return signals
 
     def _signal(self, event: Event, first: _Sighting, what: str, scope: str, gap: float) -> Signal:

@@ -236,7 +236,8 @@ class TokenValidator:
         except Exception:  # joserfc and cryptography raise many types on hostile input
             raise _Refused("decrypt_failed") from None
         plaintext = result.plaintext or b""
-        if plaintext.count(b".") != 2:
+        segments = plaintext.split(b".")
+        if len(segments) != 3 or not segments[0] or not all(_B64URL.match(s) for s in segments):
             raise _Refused("not_signed")  # a JWE proves nothing: anyone can encrypt to our public key
         return plaintext
 

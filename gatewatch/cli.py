@@ -1,0 +1,97 @@
+"""`gatewatch` command line (CONTRACT.md §4). Exit codes: 0 ok, 1 the work failed, 2 bad usage/config."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+
+from gatewatch import commands
+from ingest.errors import ConfigError, GatewatchError, KeyMaterialError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage and a block)
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="gatewatch", description="Security analytics for API and LLM gateways.")
+    p.add_argument("--config", help="TOML config (default: $GATEWATCH_CONFIG, else ./gatewatch.toml)")
+    # --config is accepted after the subcommand too (`gatewatch token inspect T --config F`).
+    common = _Parser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add = functools.partial(sub.add_parser, parents=[common])
+
+    run = add("run", help="the streaming pipeline on the Kafka topics")
+    run.add_argument("--idle-exit", type=float, metavar="S", help="stop after S seconds without records")
+    run.add_argument("--max-events", type=int, metavar="N", help="stop after N input records")
+
+    serve = add("serve", help="the alerts and risk API and the analyst console")
+    serve.add_argument("--bind", help="HOST:PORT (default [api] bind)")
+
+    replay = add("replay", help="offline replay of historical events through the pipeline")
+    replay.add_argument("paths", nargs="*", metavar="PATH", help="JSONL files (.gz ok, - for stdin)")
+    replay.add_argument("--out", help="write alerts as JSONL to FILE (- for stdout)")
+    replay.add_argument("--dlq", help="write dead-letter entries as JSONL to FILE")
+    replay.add_argument("--from-topic", metavar="T", help="replay Kafka topic T instead of files")
+    replay.add_argument("--since", metavar="TS", help="with --from-topic: RFC 3339 start (inclusive)")
+    replay.add_argument("--until", metavar="TS", help="with --from-topic: RFC 3339 end (exclusive)")
+
+    train = add("train", help="fit the anomaly model on historical events")
+    train.add_argument("paths", nargs="+", metavar="PATH")
+
+    backtest = add("backtest", help="replay plus precision/recall per alert type")
+    backtest.add_argument("paths", nargs="+", metavar="PATH")
+    backtest.add_argument("--labels", required=True, help="labels JSONL from `gatewatch simulate --labels`")
+
+    sim = add("simulate", help="realistic gateway traffic with labelled attacks")
+    sim.add_argument("--seed", type=int, default=7)
+    size = sim.add_mutually_exclusive_group()
+    size.add_argument("--events", type=int, help="number of events (default 20000)")
+    size.add_argument("--duration", type=float, metavar="S", help="seconds of event time")
+    sim.add_argument("--rate", type=float, default=50.0, help="mean events per second of event time")
+    sim.add_argument("--start", help="RFC 3339 event time of the first event")
+    sim.add_argument("--tenants", type=int, default=4)
+    sim.add_argument("--subjects", type=int, default=300)
+    sim.add_argument("--attacks", default="all", help="comma-separated attack names, 'all' or 'none'")
+    sim.add_argument("--attack-every", type=int, default=2000, metavar="N")
+    sim.add_argument("--keys", default="keys", help="directory from `gatewatch keys generate`")
+    sim.add_argument("--out", help="write events as JSONL to FILE (- for stdout)")
+    sim.add_argument("--labels", help="write attack labels as JSONL to FILE")
+    sim.add_argument("--kafka", action="store_true", help="produce to the Kafka input topics")
+
+    token = add("token", help="token tools")
+    tsub = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+    inspect = tsub.add_parser("inspect", help="decrypt and validate one token", parents=[common])
+    inspect.add_argument("token", help="the compact token, or - to read it from stdin")
+    inspect.add_argument("--at", help="RFC 3339 time to validate at (default: now)")
+
+    keys = add("keys", help="key material")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    gen = ksub.add_parser("generate", help="write demo keys and API credentials to DIR", parents=[common])
+    gen.add_argument("dir")
+    gen.add_argument("--force", action="store_true", help="overwrite existing keys")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return commands.dispatch(args)
+    except (ConfigError, KeyMaterialError) as exc:
+        print(f"gatewatch: {exc}", file=sys.stderr)
+        return 2
+    except GatewatchError as exc:
+        print(f"gatewatch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The bodies of the CLI commands: build things from settings, run them, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from gatewatch.settings import Settings, load_settings
+from ingest.decode import parse_ts
+from ingest.errors import ConfigError, DecodeError, GatewatchError
+from ingest.tokens import TokenValidator
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    handler = {
+        "run": cmd_run, "serve": cmd_serve, "replay": cmd_replay, "train": cmd_train,
+        "backtest": cmd_backtest, "simulate": cmd_simulate, "token": cmd_token, "keys": cmd_keys,
+    }[args.command]
+    return handler(args)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _time_arg(value: str, name: str) -> float:
+    try:
+        return parse_ts(value)
+    except DecodeError:
+        raise ConfigError(f"{name} must be an RFC 3339 time with a zone, e.g. 2026-11-28T10:00:00Z") from None
+
+
+def _pipeline(settings: Settings) -> Any:
+    from gatewatch.pipeline import Pipeline
+
+    return Pipeline.from_settings(settings, TokenValidator.from_config(settings.tokens, settings.keys,
+                                                                      settings.limits))
+
+
+def _store(settings: Settings) -> Any:
+    from api.store import AlertStore
+
+    path = settings.store_path
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return AlertStore(str(path))
+
+
+def _progress() -> Any:
+    return sys.stderr if sys.stderr.isatty() else None
+
+
+# -- run / serve -------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
+    from gatewatch.sinks import KafkaResultSink, StoreSink
+    from gatewatch.topics import ensure_topics
+    from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
+
+    settings = _settings(args)
+    pipeline = _pipeline(settings)
+    store = _store(settings)
+    k = settings.kafka
+    try:
+        ensure_topics(k)
+        consumer = make_consumer(k, [k.access_topic, k.tokens_topic])
+        producer = make_producer(k)
+    except KafkaError as exc:
+        raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
+    worker = Worker(consumer=consumer, pipeline=pipeline,
+                    sinks=[KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
+                                           dlq_topic=k.dlq_topic), StoreSink(store)],
+                    poll_timeout_ms=k.poll_timeout_ms,
+                    options=WorkerOptions(idle_exit_seconds=args.idle_exit, max_events=args.max_events,
+                                          progress=sys.stderr.isatty()))
+    worker.install_signal_handlers()
+    started = time.monotonic()
+    try:
+        worker.run()
+    finally:
+        worker.close()
+        producer.close()
+    stats = pipeline.stats
+    print(json.dumps({"records": worker.records, "events": stats.events, "dead_letters": stats.dead_letters,
+                      "signals": dict(stats.signals), "alerts_stored": store.count(),
+                      "seconds": round(time.monotonic() - started, 2)}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(args)
+    bind = args.bind or settings.api.bind
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--bind must be HOST:PORT, got {bind!r}")
+    app = create_app(api_settings=settings.api, store=_store(settings))
+    uvicorn.run(app, host=host, port=int(port), log_level="warning")
+    return 0
+
+
+# -- replay / backtest -------------------------------------------------------------------------
+def _replay(args: argparse.Namespace, settings: Settings) -> Any:
+    from gatewatch.replay import read_jsonl, read_topic_range, replay
+
+    if args.from_topic:
+        if args.paths:
+            raise ConfigError("give PATHs or --from-topic, not both")
+        if not args.since:
+            raise ConfigError("--from-topic needs --since")
+        until = _time_arg(args.until, "--until") if args.until else None
+        records = read_topic_range(settings.kafka, args.from_topic, _time_arg(args.since, "--since"), until)
+    else:
+        if not args.paths:
+            raise ConfigError("replay needs at least one PATH (or --from-topic)")
+        for p in args.paths:
+            if p != "-" and not Path(p).is_file():
+                raise ConfigError(f"no such file: {p}")
+        records = read_jsonl(args.paths)
+    return replay(_pipeline(settings), records, progress=_progress())
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    by_type = Counter(a.type for a in result.alerts.values())
+    codes = Counter(d.code for d in result.dead_letters)
+    return {"records": result.records, "events": result.events, "dead_letters": len(result.dead_letters),
+            "dead_letter_codes": dict(codes), "alerts": len(result.alerts), "alerts_by_type": dict(by_type)}
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from gatewatch.replay import text_out, write_alerts
+
+    settings = _settings(args)
+    result = _replay(args, settings)
+    if args.out:
+        with text_out(args.out) as out:
+            write_alerts(result.alerts.values(), out)
+    if args.dlq:
+        with open(args.dlq, "w", encoding="utf-8") as out:
+            for dead in result.dead_letters:
+                out.write(dead.to_json().decode() + "\n")
+    print(json.dumps(_summary(result)), file=sys.stderr if args.out == "-" else sys.stdout)
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from gatewatch.backtest import load_labels, score
+
+    args.from_topic = None
+    settings = _settings(args)
+    labels = load_labels(Path(args.labels))
+    result = _replay(args, settings)
+    report = score(result.alerts.values(), labels, events=result.events)
+    print(json.dumps({**_summary(result), "backtest": report}, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    raise ConfigError("train is not available yet: the anomaly model lands with the scoring issue (#5)")
+
+
+# -- simulate / token / keys -------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gatewatch.simulate_cli import simulate
+
+    return simulate(args, _settings(args))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    raw = sys.stdin.read().strip() if args.token == "-" else args.token
+    if not raw:
+        raise ConfigError("no token given")
+    at = _time_arg(args.at, "--at") if args.at else time.time()
+    validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
+    info = validator.check(raw, at)
+    print(json.dumps({"verdict": info.verdict, "header": info.header, "claims": info.claims, "tfp": info.tfp},
+                     indent=2))
+    return 0 if info.ok else 1
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gatewatch.keys import generate_keys
+
+    target = Path(args.dir)
+    if (target / "decryption.jwks.json").exists() and not args.force:
+        raise ConfigError(f"{target} already holds keys (use --force to replace them)")
+    paths = generate_keys(target)
+    print(json.dumps({name: str(p) for name, p in paths.items()}, indent=2))
+    return 0

@@ -1,0 +1,73 @@
+"""Where a batch's results go: Kafka topics (alerts, compacted risk, dead letters) and the store.
+
+Order matters (../shared/STYLE.md 5): `write` everything, `flush` until durable, and only then may
+the caller commit the input offsets. Kafka keys make the writes idempotent: an alert is keyed by its
+deterministic id, a risk row by (tenant, kind, value) on a compacted topic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from api.store import AlertStore
+from gatewatch.pipeline import BatchResult
+from scoring.risk import RiskUpdate
+
+
+class ResultSink(Protocol):
+    def write(self, result: BatchResult) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def risk_json(update: RiskUpdate) -> bytes:
+    return json.dumps(asdict(update), separators=(",", ":")).encode()
+
+
+def risk_key(update: RiskUpdate) -> bytes:
+    return f"{update.tenant}|{update.kind}|{update.value}".encode()
+
+
+class KafkaResultSink:
+    def __init__(self, producer: Any, *, alerts_topic: str, risk_topic: str, dlq_topic: str) -> None:
+        self.producer = producer
+        self.alerts_topic = alerts_topic
+        self.risk_topic = risk_topic
+        self.dlq_topic = dlq_topic
+        self._pending: list[Any] = []
+
+    def write(self, result: BatchResult) -> None:
+        send = self.producer.send
+        for dead in result.dead_letters:
+            self._pending.append(send(self.dlq_topic, value=dead.to_json(), key=dead.code.encode()))
+        for alert in result.alerts:
+            self._pending.append(send(self.alerts_topic, value=alert.model_dump_json().encode(),
+                                      key=alert.id.encode()))
+        for update in result.risk:
+            self._pending.append(send(self.risk_topic, value=risk_json(update), key=risk_key(update)))
+
+    def flush(self) -> None:
+        self.producer.flush()
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.get(timeout=30)  # raises if any record was not acknowledged: no commit then
+
+
+class StoreSink:
+    def __init__(self, store: AlertStore) -> None:
+        self.store = store
+        self._alerts: list[Any] = []
+        self._risk: list[RiskUpdate] = []
+
+    def write(self, result: BatchResult) -> None:
+        self._alerts += result.alerts
+        self._risk += result.risk
+
+    def flush(self) -> None:
+        if self._alerts:
+            self.store.upsert_alerts(self._alerts)
+        if self._risk:
+            self.store.upsert_risk(self._risk)
+        self._alerts, self._risk = [], []

@@ -1,0 +1,83 @@
+"""Every registered detector passes the same contract (../shared/STYLE.md 2)."""
+
+import random
+
+import pytest
+
+import detectors
+from detectors import DETECTORS
+from detectors.state import MemoryStore
+from gatewatch.settings import load_settings
+from ingest.decode import EventDecoder
+from ingest.events import Source
+from tests.conftest import T0
+from tests.events import access, raw
+
+
+def make(det_cls):
+    s = load_settings(environ={})
+    return det_cls.from_config(getattr(s.detectors, det_cls.settings_key), s.tokens)
+
+
+def test_every_detector_module_is_registered() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    found = set()
+    for mod in pkgutil.iter_modules(detectors.__path__):
+        module = importlib.import_module(f"detectors.{mod.name}")
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if obj.__module__ == module.__name__ and hasattr(obj, "observe") and hasattr(obj, "name"):
+                found.add(obj)
+    assert found and found <= set(DETECTORS)
+
+
+@pytest.fixture()
+def stream(validator, minter):
+    """A small stream with repeats, several tokens and nonces, as events."""
+    dec = EventDecoder(validator=validator, max_event_bytes=65536)
+    toks = [minter.mint({"sub": f"u{i}", "exp": T0 + 900, "iat": T0, "cnf": {"jkt": f"k{i}"}}) for i in range(3)]
+    rng = random.Random(3)
+    recs = [access(f"e{i}", T0 + i, token=toks[i % 3], nonce=f"n{rng.randint(0, 12)}") for i in range(60)]
+    return [dec.decode(raw(r), Source("t", 0, i)) for i, r in enumerate(recs)]
+
+
+def observe_all(det, events, store):
+    out = []
+    for ev in events:
+        out += det.observe(ev, store)
+    return out
+
+
+@pytest.mark.parametrize("det_cls", DETECTORS)
+class TestDetectorContract:
+    def test_names(self, det_cls) -> None:
+        assert isinstance(det_cls.name, str) and "." in det_cls.name
+        assert isinstance(det_cls.settings_key, str)
+
+    def test_empty_input_gives_nothing(self, det_cls) -> None:
+        store = MemoryStore()
+        assert observe_all(make(det_cls), [], store) == [] and len(store) == 0
+
+    def test_redelivered_input_adds_no_signal(self, det_cls, stream) -> None:
+        once = observe_all(make(det_cls), stream, MemoryStore())
+        twice = observe_all(make(det_cls), stream + stream, MemoryStore())
+        assert {s.event_ids for s in twice} == {s.event_ids for s in once}
+        assert len(twice) == len(once)
+
+    def test_out_of_order_within_lateness_finds_the_same(self, det_cls, stream) -> None:
+        shuffled = list(stream)
+        # swap neighbours: every event moves at most a few seconds, inside the 30 s lateness
+        for i in range(0, len(shuffled) - 1, 2):
+            shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
+        a = observe_all(make(det_cls), stream, MemoryStore())
+        b = observe_all(make(det_cls), shuffled, MemoryStore())
+        assert {s.event_ids for s in a} == {s.event_ids for s in b}
+
+    def test_state_expires_on_event_time(self, det_cls, stream) -> None:
+        store = MemoryStore()
+        observe_all(make(det_cls), stream, store)
+        assert len(store) > 0
+        store.expire(T0 + 10 * 86_400)
+        assert len(store) == 0

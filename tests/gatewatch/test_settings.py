@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from gatewatch.settings import load_settings
+from ingest.errors import ConfigError
+
+
+def test_defaults_match_the_contract(tmp_path: Path) -> None:
+    s = load_settings(environ={})
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert s.kafka.group_id == "gatewatch"
+    assert s.tokens.issuers == ["https://idp.example"]
+    assert s.tokens.audiences == ["api://gateway"]
+    assert s.tokens.leeway_seconds == 30 and s.tokens.nonce_window_seconds == 300
+    assert s.api.bind == "127.0.0.1:8000" and s.api.audience == "gatewatch"
+    assert s.detectors.replay_nonce.enabled
+    assert "RSA-OAEP-256" in s.tokens.jwe_algorithms and "RSA1_5" not in s.tokens.jwe_algorithms
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "conf" / "gatewatch.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('[keys]\ndecryption_jwks = "k/dec.json"\n[store]\nurl = "sqlite:///db/g.db"\n')
+    s = load_settings(cfg, environ={})
+    assert s.keys.decryption_jwks == cfg.parent / "k/dec.json"
+    assert s.keys.issuer_jwks == cfg.parent / "keys/issuer.jwks.json"  # a default, made relative too
+    assert s.store_path == cfg.parent / "db/g.db"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[kafka]\ngroup_id = "from-file"\n')
+    s = load_settings(cfg, environ={"GATEWATCH_KAFKA__GROUP_ID": "from-env",
+                                    "GATEWATCH_TOKENS__LEEWAY_SECONDS": "5"})
+    assert s.kafka.group_id == "from-env"
+    assert s.tokens.leeway_seconds == 5
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[kafka]\nbootstrap = "x"\n', "kafka.bootstrap"),
+    ('[nosuch]\na = 1\n', "nosuch"),
+    ('[tokens]\nleeway_seconds = "soon"\n', "tokens.leeway_seconds"),
+    ('[tokens]\nleeway_seconds = -1\n', "tokens.leeway_seconds"),
+    ('[api]\nbind = "localhost"\n', "api.bind"),
+    ('[detectors.replay_nonce]\nwindow = 3\n', "detectors.replay_nonce.window"),
+])
+def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(cfg, environ={})
+
+
+def test_bad_env_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.max_poll_records"):
+        load_settings(environ={"GATEWATCH_KAFKA__MAX_POLL_RECORDS": "lots"})
+
+
+def test_missing_explicit_config_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, environ={})
