@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test unit kafka-start kafka-stop bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	deploy/kafka/kafka.sh fetch
+
+demo: setup
+	@test -f demo/keys/decryption.jwks.json || $(BIN)/gatewatch keys generate demo/keys >/dev/null
+	@test -f demo/gatewatch.toml || cp deploy/demo/gatewatch.toml demo/gatewatch.toml
+	deploy/kafka/kafka.sh start
+	deploy/kafka/kafka.sh topics
+	$(BIN)/python -m gatewatch.demo --config demo/gatewatch.toml
+
+# The whole suite, broker-backed tests included (tests/integration starts the broker itself).
+test: setup
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
+
+kafka-start: setup
+	deploy/kafka/kafka.sh start && deploy/kafka/kafka.sh topics
+
+kafka-stop:
+	deploy/kafka/kafka.sh stop
+
+bench: setup
+	$(BIN)/python bench/end_to_end.py
+
+clean: kafka-stop
+	rm -rf demo .cache/kafka/data

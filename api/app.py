@@ -1,0 +1,44 @@
+"""The API application factory (`gatewatch serve`): no import-time state, everything handed in.
+
+    create_app(api_settings=settings.api, store=AlertStore.from_config(settings.store))
+
+`api_settings` is duck-typed (the [api] section: `bind`, `issuers`, `audience`, `jwks`, `api_keys`,
+`max_body_bytes`); this package never imports `gatewatch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.auth import Authenticator
+from api.errors import BodyLimitMiddleware, install_error_handlers
+from api.routes import alerts, health, risk
+from api.store import AlertStore
+
+ReadyCheck = Callable[[], tuple[bool, str]]
+DEFAULT_MAX_BODY_BYTES = 65_536
+
+
+def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authenticator | None = None,
+               ready_checks: Mapping[str, ReadyCheck] | None = None) -> FastAPI:
+    """Build the FastAPI app around a store; `authenticator` defaults to one built from `api_settings`."""
+    app = FastAPI(
+        title="gatewatch",
+        version="1",
+        description="Alerts, triage and risk look-ups of the gatewatch security analytics pipeline.",
+    )
+    app.state.api_settings = api_settings
+    app.state.store = store
+    app.state.authenticator = authenticator if authenticator is not None \
+        else Authenticator.from_config(api_settings)
+    app.state.ready_checks = dict(ready_checks or {})
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware,
+                       max_body_bytes=int(getattr(api_settings, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)))
+    app.include_router(health.router)
+    app.include_router(alerts.router)
+    app.include_router(risk.router)
+    return app

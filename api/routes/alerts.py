@@ -1,0 +1,151 @@
+"""Alerts: list with filters and cursor pagination, one alert, triage (CONTRACT.md §5, §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.auth import Principal, require
+from api.errors import ApiError, BadRequest, NotFound
+from api.routes import StoreDep
+from api.store import UNSET, StoredAlert, StoreQueryError, utc_now
+from scoring.alerts import Severity, Status
+
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+
+Reader = Annotated[Principal, Depends(require("alerts:read"))]
+Writer = Annotated[Principal, Depends(require("alerts:write"))]
+AlertId = Annotated[str, Path(min_length=1, max_length=200)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad filter value or cursor"}, 401: {"description": "missing or invalid credential"},
+    403: {"description": "credential lacks the scope"},
+}
+
+
+# -- response and request schemas (separate from the stored rows) ---------------------------------
+class EntityOut(BaseModel):
+    kind: str
+    value: str
+
+
+class NoteOut(BaseModel):
+    author: str
+    at: str
+    text: str
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+    at: str
+    actor: str
+    field: str
+    from_: Any = Field(None, alias="from")
+    to: Any = None
+
+
+class AlertOut(BaseModel):
+    """An alert as CONTRACT.md §5 describes it, plus its triage audit trail."""
+
+    id: str
+    type: str
+    severity: Severity
+    tenant: str
+    entity: EntityOut
+    first_seen: str
+    last_seen: str
+    count: int
+    risk: float
+    reasons: list[str]
+    evidence: dict[str, Any]
+    status: Status
+    assignee: str | None
+    notes: list[NoteOut]
+    audit: list[AuditOut]
+
+    @classmethod
+    def of(cls, alert: StoredAlert) -> AlertOut:
+        return cls.model_validate(alert.model_dump(mode="json"))
+
+
+class AlertPage(BaseModel):
+    items: list[AlertOut]
+    next_cursor: str | None
+
+
+class AlertPatch(BaseModel):
+    """Triage. `assignee: null` unassigns; `note` is appended with its author and time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = None
+    assignee: str | None = Field(None, min_length=1, max_length=200)
+    note: str | None = Field(None, min_length=1, max_length=4000)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> AlertPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of status, assignee, note")
+        return self
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",")]
+
+
+def _query_error(exc: StoreQueryError) -> ApiError:
+    return BadRequest(str(exc), code=exc.code)
+
+
+# -- routes ----------------------------------------------------------------------------------------
+@router.get("", response_model=AlertPage, responses=_ERRORS)
+def list_alerts(
+    principal: Reader, store: StoreDep,
+    status: Annotated[str | None, Query(max_length=200, description="comma-separated statuses")] = None,
+    severity: Annotated[str | None, Query(max_length=200, description="comma-separated severities")] = None,
+    type_: Annotated[str | None, Query(alias="type", max_length=1000,
+                                       description="comma-separated alert types")] = None,
+    tenant: Annotated[str | None, Query(max_length=200)] = None,
+    entity: Annotated[str | None, Query(max_length=1000, description="kind:value, or a bare value")] = None,
+    since: Annotated[str | None, Query(max_length=64, description="RFC 3339; on last_seen")] = None,
+    until: Annotated[str | None, Query(max_length=64, description="RFC 3339; on last_seen")] = None,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AlertPage:
+    try:
+        items, next_cursor = store.list_alerts(
+            tenants=principal.tenant_filter(), status=_split(status), severity=_split(severity),
+            type=_split(type_), tenant=tenant, entity=entity, since=since, until=until, cursor=cursor,
+            limit=limit)
+    except StoreQueryError as exc:
+        raise _query_error(exc) from None
+    return AlertPage(items=[AlertOut.of(a) for a in items], next_cursor=next_cursor)
+
+
+@router.get("/{alert_id}", response_model=AlertOut,
+            responses={**_ERRORS, 404: {"description": "no such alert (or not in your tenants)"}})
+def get_alert(alert_id: AlertId, principal: Reader, store: StoreDep) -> AlertOut:
+    alert = store.get_alert(alert_id, principal.tenant_filter())
+    if alert is None:
+        raise NotFound("no such alert")
+    return AlertOut.of(alert)
+
+
+@router.patch("/{alert_id}", response_model=AlertOut,
+              responses={**_ERRORS, 404: {"description": "no such alert (or not in your tenants)"},
+                         422: {"description": "invalid body"}})
+def patch_alert(alert_id: AlertId, patch: AlertPatch, principal: Writer, store: StoreDep) -> AlertOut:
+    given = patch.model_fields_set
+    try:
+        alert = store.triage(
+            alert_id, principal.tenant_filter(), actor=principal.id, at=utc_now(),
+            status=patch.status, assignee=patch.assignee if "assignee" in given else UNSET, note=patch.note)
+    except StoreQueryError as exc:
+        raise _query_error(exc) from None
+    if alert is None:
+        raise NotFound("no such alert")
+    return AlertOut.of(alert)

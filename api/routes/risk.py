@@ -1,0 +1,60 @@
+"""Risk look-up for the gateway's hot path: a read of the precomputed risk table (CONTRACT.md §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from api.auth import Principal, require
+from api.errors import BadRequest
+from api.routes import StoreDep
+
+router = APIRouter(prefix="/v1", tags=["risk"])
+
+RiskReader = Annotated[Principal, Depends(require("risk:read"))]
+
+
+class RiskEntity(BaseModel):
+    kind: str
+    value: str
+    tenant: str
+    score: float = Field(ge=0, le=100)
+
+
+class RiskAnswer(BaseModel):
+    """The highest-scoring matching entity decides `score`, `level`, `action` and `reasons`."""
+
+    score: float = Field(ge=0, le=100)
+    level: str
+    action: Literal["allow", "step_up", "deny"]
+    reasons: list[str]
+    entities: list[RiskEntity]
+
+
+@router.get("/risk", response_model=RiskAnswer,
+            responses={400: {"description": "no entity given"}, 401: {"description": "no credential"},
+                       403: {"description": "credential lacks risk:read"}})
+def get_risk(
+    principal: RiskReader, store: StoreDep,
+    sub: Annotated[str | None, Query(max_length=1000)] = None,
+    client_id: Annotated[str | None, Query(max_length=1000)] = None,
+    ip: Annotated[str | None, Query(max_length=64)] = None,
+    token: Annotated[str | None, Query(max_length=16_384,
+                                       description="token fingerprint (tfp), or the compact token")] = None,
+    tenant: Annotated[str | None, Query(max_length=200)] = None,
+) -> RiskAnswer:
+    if not any((sub, client_id, ip, token)):
+        raise BadRequest("give at least one of sub, client_id, ip, token")
+    allowed = principal.tenant_filter()
+    if tenant is not None and allowed is not None and tenant not in allowed:
+        rows = []
+    else:
+        rows = store.get_risk(allowed, sub=sub, client_id=client_id, ip=ip, token=token, tenant=tenant)
+    entities = [RiskEntity(kind=r.kind, value=r.value, tenant=r.tenant, score=r.score) for r in rows]
+    if not rows:
+        return RiskAnswer(score=0.0, level="low", action="allow", reasons=[], entities=[])
+    top = rows[0]
+    return RiskAnswer(score=top.score, level=top.level, action=top.action,  # type: ignore[arg-type]
+                      reasons=list(top.reasons), entities=entities)
