@@ -209,7 +209,8 @@ class AlertStore:
         self._db.execute("PRAGMA busy_timeout = 10000")
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            # FULL: a committed batch survives a power cut, since Kafka offsets are committed after it.
+            self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         self._risk_cache: dict[tuple[str, str], tuple[RiskUpdate, ...]] = {}

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -90,6 +91,14 @@ def main() -> int:
         print(f"alerts in store  : {len(alerts)}")
         for type_, n in sorted(by_type.items()):
             print(f"  {type_:<24} {n}")
+        for a in alerts[:5]:
+            ent = a["entity"]
+            print(f"  - [{a['severity']}] {a['type']} {ent['kind']}={ent['value']} tenant={a['tenant']}: "
+                  f"{a['reasons'][0]}")
+            if ent["kind"] in ("subject", "ip", "client"):
+                param = {"subject": "sub", "ip": "ip", "client": "client_id"}[ent["kind"]]
+                risk = _get(f"{base}/v1/risk?{param}={urllib.parse.quote(ent['value'])}", creds["gateway"])
+                print(f"    GET /v1/risk?{param}=... -> score {risk['score']}, action {risk['action']}")
         print(f"attack events simulated (labels): {sum(labelled.values())} across {len(labelled)} types;"
               " detectors for the other types land with the detectors issue")
         print(f"\nAPI      : {base}/v1/alerts   (Authorization: Bearer <key>)")
