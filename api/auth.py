@@ -30,7 +30,9 @@ from joserfc.jwk import KeySet
 
 from api.errors import Forbidden, Unauthorized
 from ingest.errors import KeyMaterialError
-from ingest.tokens import TokenValidator, load_jwks
+from ingest.keyring import KeyRing
+from ingest.token_crypto import SignatureVerifier, TokenDecryptor
+from ingest.tokens import TokenValidator
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +128,12 @@ class Authenticator:
         keys = load_api_keys(Path(api.api_keys))
         validator = None
         if Path(api.jwks).exists():
+            # Bearer JWTs for the API are signed, not encrypted: no decryption keys, no JWE algorithms.
             validator = TokenValidator(
-                decryption_keys=KeySet([]), issuer_keys=load_jwks(Path(api.jwks)), issuers=api.issuers,
-                audiences=[api.audience], typ=("JWT", "at+jwt", "application/at+jwt"),
-                jwe_algorithms=(), jwe_encryptions=(), jws_algorithms=JWT_ALGORITHMS, cache_size=10_000)
+                decryptor=TokenDecryptor(KeyRing(KeySet([])), algorithms=(), encryptions=()),
+                verifier=SignatureVerifier(KeyRing.from_file(Path(api.jwks)), algorithms=JWT_ALGORITHMS,
+                                           typ=("JWT", "at+jwt", "application/at+jwt")),
+                issuers=api.issuers, audiences=[api.audience], cache_size=10_000)
         return cls(api_keys=keys, jwt_validator=validator, clock=clock)
 
     def authenticate(self, credential: str) -> Principal | None:

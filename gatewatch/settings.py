@@ -36,6 +36,8 @@ class KafkaSettings(_Section):
 class KeysSettings(_Section):
     decryption_jwks: Path = Path("keys/decryption.jwks.json")
     issuer_jwks: Path = Path("keys/issuer.jwks.json")
+    # How often (wall-clock seconds) the JWKS files are checked for changes: rotation without restart.
+    reload_seconds: float = Field(5.0, ge=0)
 
 
 DEFAULT_JWE_ALGS = (
@@ -56,6 +58,9 @@ class TokensSettings(_Section):
     jwe_algorithms: list[str] = list(DEFAULT_JWE_ALGS)
     jwe_encryptions: list[str] = list(DEFAULT_JWE_ENCS)
     jws_algorithms: list[str] = list(DEFAULT_JWS_ALGS)
+    # RSA1_5 and PBES2-* stay refused even when listed above unless also named here.
+    insecure_algorithms: list[str] = []
+    allow_zip: bool = False
     cache_size: int = Field(100_000, ge=0)
 
 

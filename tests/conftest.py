@@ -41,7 +41,12 @@ def minter(keys_dir: Path) -> TokenMinter:
     return TokenMinter.from_dir(keys_dir, issuer="https://idp.example", audience="api://gateway")
 
 
+def validator_for(keys_dir: Path, **tokens: object) -> TokenValidator:
+    """A validator with the default rules over the keys in `keys_dir`; `tokens` overrides [tokens] keys."""
+    s = load_settings(write_config(keys_dir, keys_dir), environ={})
+    return TokenValidator.from_config(s.tokens.model_copy(update=tokens), s.keys, s.limits)
+
+
 @pytest.fixture(scope="session")
 def validator(keys_dir: Path) -> TokenValidator:
-    s = load_settings(write_config(keys_dir, keys_dir), environ={})
-    return TokenValidator.from_config(s.tokens, s.keys, s.limits)
+    return validator_for(keys_dir)

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from gatewatch.keys import TokenMinter, generate_keys
-from gatewatch.settings import DEFAULT_JWE_ALGS, DEFAULT_JWE_ENCS, DEFAULT_JWS_ALGS, TokensSettings
 from gatewatch.simulate import (ADMIN_ALLOWED_CIDRS, ALL_ATTACKS, MAX_LATENESS_SECONDS, SimEvent, SimulationSpec,
                                 generate, label_type, write_jsonl)
 from ingest.decode import decode_record
-from ingest.tokens import TokenInfo, TokenValidator, load_jwks
+from ingest.tokens import TokenInfo, TokenValidator
+from tests.conftest import validator_for
 
 LIMIT_BYTES = 65_536
 
@@ -36,11 +36,7 @@ def sim_minter(sim_keys: Path) -> TokenMinter:
 
 @pytest.fixture(scope="module")
 def sim_validator(sim_keys: Path) -> TokenValidator:
-    return TokenValidator(decryption_keys=load_jwks(sim_keys / "decryption.jwks.json"),
-                          issuer_keys=load_jwks(sim_keys / "issuer.jwks.json"),
-                          issuers=["https://idp.example"], audiences=["api://gateway"],
-                          typ=TokensSettings().typ, jwe_algorithms=DEFAULT_JWE_ALGS,
-                          jwe_encryptions=DEFAULT_JWE_ENCS, jws_algorithms=DEFAULT_JWS_ALGS)
+    return validator_for(sim_keys)
 
 
 class Run:
