@@ -2,9 +2,13 @@
 
 from detectors.base import Detector, Entity, Signal
 from detectors.replay_nonce import NonceReplayDetector
+from detectors.token_invalid import InvalidTokenBurstDetector
+from detectors.token_unencrypted import UnencryptedTokenDetector
 
 DETECTORS: tuple[type, ...] = (
     NonceReplayDetector,
+    UnencryptedTokenDetector,
+    InvalidTokenBurstDetector,
 )
 
 __all__ = ["DETECTORS", "Detector", "Entity", "Signal"]

@@ -153,13 +153,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from gatewatch.backtest import load_labels, score
+    from gatewatch.backtest import labelled_event_times, load_labels, score
+    from gatewatch.replay import read_jsonl
 
     args.from_topic = None
     settings = _settings(args)
     labels = load_labels(Path(args.labels))
     result = _replay(args, settings)
-    report = score(result.alerts.values(), labels, events=result.events)
+    times = labelled_event_times(read_jsonl(args.paths), labels) if "-" not in args.paths else None
+    report = score(result.alerts.values(), labels, events=result.events, event_times=times)
     print(json.dumps({**_summary(result), "backtest": report}, indent=2))
     return 0
 

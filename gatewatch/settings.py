@@ -91,8 +91,21 @@ class NonceReplaySettings(_Section):
     max_evidence: int = Field(20, ge=1, le=1000)
 
 
+class UnencryptedTokenSettings(_Section):
+    enabled: bool = True
+    realert_seconds: int = Field(86_400, ge=60)  # one alert per issuer and client per day
+
+
+class InvalidTokenSettings(_Section):
+    enabled: bool = True
+    threshold: int = Field(20, ge=2)  # refused tokens from one IP ...
+    window_seconds: int = Field(60, ge=1)  # ... inside this much event time
+
+
 class DetectorsSettings(_Section):
     replay_nonce: NonceReplaySettings = NonceReplaySettings()
+    token_unencrypted: UnencryptedTokenSettings = UnencryptedTokenSettings()
+    token_invalid: InvalidTokenSettings = InvalidTokenSettings()
 
 
 class ScoringSettings(_Section):

@@ -1,0 +1,80 @@
+"""token.unencrypted and token.invalid: caught in a realistic simulated stream, silent on clean traffic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from detectors.state import MemoryStore
+from detectors.token_invalid import InvalidTokenBurstDetector
+from detectors.token_unencrypted import UnencryptedTokenDetector
+from gatewatch.pipeline import Pipeline
+from gatewatch.simulate import SimulationSpec, generate
+from ingest.decode import EventDecoder
+from ingest.events import Source
+from tests.conftest import T0
+from tests.events import access, raw
+
+
+def run(detector, validator, records):
+    dec = EventDecoder(validator=validator, max_event_bytes=65536)
+    store, out = MemoryStore(), []
+    for i, rec in enumerate(records):
+        out += detector.observe(dec.decode(raw(rec), Source("t", 0, i)), store)
+    return out
+
+
+def test_unencrypted_once_per_issuer_and_client(validator, minter) -> None:
+    a = minter.mint({"sub": "s1", "client_id": "legacy", "exp": T0 + 900, "iat": T0}, encrypt=False)
+    b = minter.mint({"sub": "s2", "client_id": "legacy", "exp": T0 + 900, "iat": T0}, encrypt=False)
+    c = minter.mint({"sub": "s3", "client_id": "other", "exp": T0 + 900, "iat": T0}, encrypt=False)
+    enc = minter.mint({"sub": "s4", "client_id": "modern", "exp": T0 + 900, "iat": T0})
+    recs = [access("e1", T0, token=a), access("e2", T0 + 1, token=b), access("e3", T0 + 2, token=c),
+            access("e4", T0 + 3, token=enc), access("e5", T0 + 4, token="forged.x.y"),
+            access("e6", T0 + 86_400 + 10, token=a)]
+    sigs = run(UnencryptedTokenDetector(realert_seconds=86_400), validator, recs)
+    assert [(s.entity.value, s.event_ids) for s in sigs] == [("legacy", ("e1",)), ("other", ("e3",))]
+    assert "plain signed tokens (ES256)" in sigs[0].reasons[0]
+    store = MemoryStore()  # after a day of event time the condition is reported again
+    dec = EventDecoder(validator=validator, max_event_bytes=65536)
+    det = UnencryptedTokenDetector(realert_seconds=86_400)
+    first = det.observe(dec.decode(raw(recs[0])), store)
+    store.expire(T0 + 86_400 + 5)
+    assert first and det.observe(dec.decode(raw(recs[5])), store)
+
+
+def test_invalid_burst_from_one_ip(validator, minter) -> None:
+    good = minter.mint({"sub": "ok", "exp": T0 + 900, "iat": T0})
+    burst = [access(f"b{i}", T0 + i, token=f"junk{i}.a.b", client_ip="192.0.2.66", status=401) for i in range(25)]
+    spread = [access(f"s{i}", T0 + i * 10, token="junk.a.b", client_ip="192.0.2.77", status=401) for i in range(25)]
+    expired = [access(f"x{i}", T0 + 2000 + i, token=good, client_ip="192.0.2.88") for i in range(30)]
+    sigs = run(InvalidTokenBurstDetector(threshold=20, window_seconds=60), validator, burst + spread + expired)
+    assert [s.entity.value for s in sigs] == ["192.0.2.66"]
+    assert sigs[0].figures["refused"] == 20 and sigs[0].figures["verdicts"] == {"malformed": 20}
+    assert len(sigs[0].event_ids) == 20
+
+
+@pytest.fixture(scope="module")
+def simulated(minter):
+    def make(attacks, events=40_000, seed=5):
+        spec = SimulationSpec(seed=seed, events=events, attacks=attacks, attack_every=1500)
+        lines, labels = [], []
+        for ev in generate(spec, minter):
+            lines.append(json.dumps(ev.event).encode())
+            labels += [(ev.event["event_id"], lab) for lab in ev.labels]
+        return lines, labels
+    return make
+
+
+@pytest.mark.parametrize("attack", ["token.unencrypted", "token.invalid"])
+def test_caught_in_simulated_traffic_and_silent_on_clean(attack, simulated, settings, validator) -> None:
+    lines, labels = simulated((attack,))
+    attacked = {eid for eid, lab in labels if lab["type"] == attack}
+    assert attacked
+    result = Pipeline.from_settings(settings, validator).process([(line, None) for line in lines])
+    found = [a for a in result.alerts if a.type == attack]
+    assert found and all(set(a.evidence["event_ids"]) & attacked for a in found)
+    clean, _ = simulated(())
+    quiet = Pipeline.from_settings(settings, validator).process([(line, None) for line in clean])
+    assert not [a for a in quiet.alerts if a.type == attack]
