@@ -37,7 +37,9 @@ kafka-stop:
 	deploy/kafka/kafka.sh stop
 
 bench: setup
+	deploy/kafka/kafka.sh start
 	$(BIN)/python bench/end_to_end.py
+	$(BIN)/python bench/tokens.py
 
 clean: kafka-stop
 	rm -rf demo .cache/kafka/data
