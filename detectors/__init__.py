@@ -1,14 +1,27 @@
 """Detectors: one module per detector, registered here (adding one = one line in DETECTORS)."""
 
 from detectors.base import Detector, Entity, Signal
+from detectors.packed_store import PackedStore
 from detectors.replay_nonce import NonceReplayDetector
+from detectors.state import MemoryStore, StateStore
 from detectors.token_invalid import InvalidTokenBurstDetector
+from detectors.token_jti_collision import JtiCollisionDetector
+from detectors.token_misuse import CrossTenantDetector, ExpiredUseDetector
 from detectors.token_unencrypted import UnencryptedTokenDetector
 
 DETECTORS: tuple[type, ...] = (
     NonceReplayDetector,
     UnencryptedTokenDetector,
     InvalidTokenBurstDetector,
+    ExpiredUseDetector,
+    CrossTenantDetector,
+    JtiCollisionDetector,
 )
 
-__all__ = ["DETECTORS", "Detector", "Entity", "Signal"]
+
+def store_for(detector: Detector) -> StateStore:
+    """A fresh state store of the kind the detector asks for (`state_kind`, default "memory")."""
+    return PackedStore() if getattr(detector, "state_kind", "memory") == "packed" else MemoryStore()
+
+
+__all__ = ["DETECTORS", "Detector", "Entity", "Signal", "store_for"]

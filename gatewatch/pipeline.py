@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from detectors import DETECTORS
+from detectors import DETECTORS, store_for
 from detectors.base import Detector, Signal
-from detectors.state import MemoryStore, StateStore
+from detectors.state import StateStore
 from ingest.deadletter import DeadLetter
 from ingest.decode import EventDecoder
 from ingest.errors import RecordError
@@ -64,7 +64,7 @@ class Pipeline:
         self.alerts = alerts
         self.risk = risk
         self.lateness_seconds = lateness_seconds
-        self.stores = stores if stores is not None else {d.name: MemoryStore() for d in self.detectors}
+        self.stores = stores if stores is not None else {d.name: store_for(d) for d in self.detectors}
         self.max_event_time = float("-inf")
         self.stats = PipelineStats()
         self._last_expiry = float("-inf")

@@ -102,10 +102,29 @@ class InvalidTokenSettings(_Section):
     window_seconds: int = Field(60, ge=1)  # ... inside this much event time
 
 
+class ExpiredUseSettings(_Section):
+    enabled: bool = True
+    realert_seconds: int = Field(600, ge=1)  # one signal per token per this much event time
+
+
+class CrossTenantSettings(_Section):
+    enabled: bool = True
+    realert_seconds: int = Field(600, ge=1)  # one signal per token and tenant per this much event time
+
+
+class JtiCollisionSettings(_Section):
+    enabled: bool = True
+    # A jti is remembered until its token's exp (+ leeway), but never longer than this.
+    max_remember_seconds: int = Field(86_400, ge=60)
+
+
 class DetectorsSettings(_Section):
     replay_nonce: NonceReplaySettings = NonceReplaySettings()
     token_unencrypted: UnencryptedTokenSettings = UnencryptedTokenSettings()
     token_invalid: InvalidTokenSettings = InvalidTokenSettings()
+    token_expired_use: ExpiredUseSettings = ExpiredUseSettings()
+    token_cross_tenant: CrossTenantSettings = CrossTenantSettings()
+    token_jti_collision: JtiCollisionSettings = JtiCollisionSettings()
 
 
 class ScoringSettings(_Section):

@@ -6,7 +6,7 @@ import pytest
 
 import detectors
 from detectors import DETECTORS
-from detectors.state import MemoryStore
+from detectors import store_for
 from gatewatch.settings import load_settings
 from ingest.decode import EventDecoder
 from ingest.events import Source
@@ -43,18 +43,33 @@ def stream(validator, minter):
                          "cnf": {"jkt": f"k{i}"}}) for i in range(3)]
     plain = minter.mint({"sub": "legacy", "client_id": "old-app", "exp": T0 + 900, "iat": T0}, encrypt=False)
     rng = random.Random(3)
+    expired = minter.mint({"sub": "late", "client_id": "c9", "exp": T0 - 600, "iat": T0 - 1200, "tid": "acme"})
+    foreign = minter.mint({"sub": "visitor", "client_id": "c8", "exp": T0 + 900, "iat": T0, "tid": "globex"})
+    twin_a = minter.mint({"sub": "alice", "jti": "dup-1", "exp": T0 + 900, "iat": T0})
+    twin_b = minter.mint({"sub": "mallory", "jti": "dup-1", "exp": T0 + 900, "iat": T0 + 30})
     recs = []
     for i in range(90):
         if i % 3 == 0:
             recs.append(access(f"e{i}", T0 + i / 2, token=f"garbage.{i}.x", client_ip="198.51.100.1", status=401))
         elif i % 7 == 0:
             recs.append(access(f"e{i}", T0 + i / 2, token=plain))
+        elif i % 11 == 0:
+            recs.append(access(f"e{i}", T0 + i / 2, token=expired))
+        elif i % 13 == 0:
+            recs.append(access(f"e{i}", T0 + i / 2, token=foreign))
+        elif i % 17 == 0:
+            recs.append(access(f"e{i}", T0 + i / 2, token=twin_a if i < 40 else twin_b))
         else:
             recs.append(access(f"e{i}", T0 + i / 2, token=toks[i % 3], nonce=f"n{rng.randint(0, 12)}"))
     return [dec.decode(raw(r), Source("t", 0, i)) for i, r in enumerate(recs)]
 
 
-def observe_all(det, events, store):
+def fresh(det_cls):
+    det = make(det_cls)
+    return det, store_for(det)
+
+
+def observe_all(det, store, events):
     out = []
     for ev in events:
         out += det.observe(ev, store)
@@ -73,15 +88,17 @@ class TestDetectorContract:
         assert isinstance(det_cls.settings_key, str)
 
     def test_empty_input_gives_nothing(self, det_cls) -> None:
-        store = MemoryStore()
-        assert observe_all(make(det_cls), [], store) == [] and len(store) == 0
+        det = make(det_cls)
+        store = store_for(det)
+        assert observe_all(det, store, []) == [] and len(store) == 0
 
     def test_the_stream_gives_it_something_to_find(self, det_cls, stream) -> None:
-        assert observe_all(make(det_cls), stream, MemoryStore())
+        det = make(det_cls)
+        assert observe_all(det, store_for(det), stream)
 
     def test_redelivered_input_adds_no_signal(self, det_cls, stream) -> None:
-        once = observe_all(make(det_cls), stream, MemoryStore())
-        twice = observe_all(make(det_cls), stream + stream, MemoryStore())
+        once = observe_all(*fresh(det_cls), stream)
+        twice = observe_all(*fresh(det_cls), stream + stream)
         assert [s.event_ids for s in twice] == [s.event_ids for s in once]
 
     def test_out_of_order_within_lateness_finds_the_same(self, det_cls, stream) -> None:
@@ -89,13 +106,13 @@ class TestDetectorContract:
         # swap neighbours: every event moves at most a few seconds, inside the 30 s lateness
         for i in range(0, len(shuffled) - 1, 2):
             shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
-        a = observe_all(make(det_cls), stream, MemoryStore())
-        b = observe_all(make(det_cls), shuffled, MemoryStore())
+        a = observe_all(*fresh(det_cls), stream)
+        b = observe_all(*fresh(det_cls), shuffled)
         assert alert_ids(a) == alert_ids(b)  # the same alerts; evidence may name other members of a burst
 
     def test_state_expires_on_event_time(self, det_cls, stream) -> None:
-        store = MemoryStore()
-        observe_all(make(det_cls), stream, store)
+        det, store = fresh(det_cls)
+        observe_all(det, store, stream)
         assert len(store) > 0
         store.expire(T0 + 10 * 86_400)
         assert len(store) == 0
