@@ -3,14 +3,20 @@
 from detectors.base import Detector, Entity, Signal
 from detectors.packed_store import PackedStore
 from detectors.replay_nonce import NonceReplayDetector
+from detectors.replay_refresh_reuse import RefreshReuseDetector
+from detectors.replay_token_context import TokenContextReplayDetector
 from detectors.state import MemoryStore, StateStore
 from detectors.token_invalid import InvalidTokenBurstDetector
 from detectors.token_jti_collision import JtiCollisionDetector
 from detectors.token_misuse import CrossTenantDetector, ExpiredUseDetector
+from detectors.token_revoked_use import RevokedUseDetector
 from detectors.token_unencrypted import UnencryptedTokenDetector
 
 DETECTORS: tuple[type, ...] = (
     NonceReplayDetector,
+    TokenContextReplayDetector,
+    RefreshReuseDetector,
+    RevokedUseDetector,
     UnencryptedTokenDetector,
     InvalidTokenBurstDetector,
     ExpiredUseDetector,

@@ -118,8 +118,41 @@ class JtiCollisionSettings(_Section):
     max_remember_seconds: int = Field(86_400, ge=60)
 
 
+class TokenContextReplaySettings(_Section):
+    enabled: bool = True
+    # A client's "network": its IPv4 prefix (16 = /16, wide enough for ISP/carrier address churn) ...
+    ipv4_prefix: int = Field(16, ge=8, le=32)
+    # ... or its IPv6 prefix (48 = one site's allocation)
+    ipv6_prefix: int = Field(48, ge=16, le=128)
+    # Flapping: this many switches back and forth between the same two client contexts ...
+    flap_switches: int = Field(5, ge=2, le=50)
+    # ... within this many seconds of event time = two clients sharing one token
+    flap_window_seconds: int = Field(120, ge=1, le=3600)
+
+
+class RefreshReuseSettings(_Section):
+    enabled: bool = True
+    # A rotated refresh token presented again within this many seconds is a two-tab race (silent)
+    grace_seconds: int = Field(10, ge=0, le=300)
+    # Rotated refresh-token jtis are remembered this long; a reuse after that goes undetected
+    remember_seconds: int = Field(86_400, ge=60)
+
+
+class RevokedUseSettings(_Section):
+    enabled: bool = True
+    # Requests up to this many seconds after a revocation were in flight at logout (silent)
+    grace_seconds: int = Field(5, ge=0, le=300)
+    # How long a revocation is remembered when the token's exp was never seen (else until exp + leeway)
+    remember_seconds: int = Field(86_400, ge=60)
+    # Each token's uses in the last this-many seconds are kept, so a revocation read late still catches them
+    reorder_seconds: int = Field(30, ge=0, le=3600)
+
+
 class DetectorsSettings(_Section):
     replay_nonce: NonceReplaySettings = NonceReplaySettings()
+    replay_token_context: TokenContextReplaySettings = TokenContextReplaySettings()
+    replay_refresh_reuse: RefreshReuseSettings = RefreshReuseSettings()
+    token_revoked_use: RevokedUseSettings = RevokedUseSettings()
     token_unencrypted: UnencryptedTokenSettings = UnencryptedTokenSettings()
     token_invalid: InvalidTokenSettings = InvalidTokenSettings()
     token_expired_use: ExpiredUseSettings = ExpiredUseSettings()

@@ -12,7 +12,7 @@ from ingest.decode import EventDecoder
 from ingest.events import Source
 from scoring.alerts import AlertBuilder
 from tests.conftest import T0
-from tests.events import access, raw
+from tests.events import access, raw, token_event
 
 
 def make(det_cls):
@@ -47,6 +47,7 @@ def stream(validator, minter):
     foreign = minter.mint({"sub": "visitor", "client_id": "c8", "exp": T0 + 900, "iat": T0, "tid": "globex"})
     twin_a = minter.mint({"sub": "alice", "jti": "dup-1", "exp": T0 + 900, "iat": T0})
     twin_b = minter.mint({"sub": "mallory", "jti": "dup-1", "exp": T0 + 900, "iat": T0 + 30})
+    revocable = minter.mint({"sub": "rita", "client_id": "c7", "jti": "rv-1", "exp": T0 + 900, "iat": T0})
     recs = []
     for i in range(90):
         if i % 3 == 0:
@@ -59,6 +60,16 @@ def stream(validator, minter):
             recs.append(access(f"e{i}", T0 + i / 2, token=foreign))
         elif i % 17 == 0:
             recs.append(access(f"e{i}", T0 + i / 2, token=twin_a if i < 40 else twin_b))
+        elif i in (20, 50, 80):  # a stolen bearer token: curl from another network
+            recs.append(access(f"e{i}", T0 + i / 2, token=toks[i % 3], client_ip="192.0.2.200",
+                               user_agent="curl/8.7.1"))
+        elif i in (4, 35, 62, 86):  # a refresh token rotated, then presented again
+            recs.append(token_event(f"e{i}", T0 + i / 2, "refreshed", presented_jti="rt-0", issued_jti=f"rt-{i}",
+                                    sub="u1", client_id="c1"))
+        elif i == 10:  # logout ...
+            recs.append(token_event(f"e{i}", T0 + i / 2, "revoked", jti="rv-1", sub="rita", client_id="c7"))
+        elif i in (8, 25, 59, 88):  # ... and the token used after it
+            recs.append(access(f"e{i}", T0 + i / 2, token=revocable))
         else:
             recs.append(access(f"e{i}", T0 + i / 2, token=toks[i % 3], nonce=f"n{rng.randint(0, 12)}"))
     return [dec.decode(raw(r), Source("t", 0, i)) for i, r in enumerate(recs)]

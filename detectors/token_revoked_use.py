@@ -1,0 +1,178 @@
+"""`token.revoked_use`: an access token used after its revocation.
+
+A `revoked` event on `gateway.tokens` (RFC 7009 revocation, usually a logout) names the token's
+`jti`. Any later access event whose validly signed token (verdict `ok` or `expired`) carries that
+jti is a use after revocation — a stale tab, or a copy the logout did not reach — provided it comes
+more than `grace_seconds` after the revocation: requests already in flight when the user clicked
+"log out" are normal.
+
+How long a revocation is remembered: until the token would have expired anyway (`exp` + leeway),
+when the token was seen before its revocation (on its `issued` event or an earlier request); else
+`remember_seconds` (default 24 h, the validator's default maximum token lifetime). A token used
+after its expiry is `token.expired_use`'s business besides.
+
+Events from the two topics are not ordered against each other, so a revocation may be read after
+requests that came after it in event time. Each token's most recent uses (those within
+`reorder_seconds` of its newest use, at most 8) are kept with its `exp`, and a revocation arriving
+late is checked against them. One signal per use after revocation (at most 64 per token), with
+(the revocation, the use) as evidence; a redelivered revocation or use never signals again.
+
+State, keyed by (tenant, jti) — token events carry no `iss`, so not (iss, jti); the tenant of a
+token is its `tid` claim when present, else the tenant of the request or token event:
+`("rvk", tenant, jti)` the revocation (event id, time, `sub`, `client_id`, deadline, ids of the uses
+reported), until its deadline; `("rvu", tenant, jti)` the token's `exp` and its few recent uses,
+until `exp` + leeway. Memory follows live tokens and revocations.
+Partition-locality: keyed by jti; access events are routed by the token's subject, so a `revoked`
+event must carry `sub` (it is optional in CONTRACT.md §1) to reach the same partition; one without
+`sub` would need routing by `jti`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+from detectors.base import Entity, Signal
+from detectors.state import StateStore
+from ingest.events import Event, TokenRecord
+
+_MAX_REPORTED = 64  # uses after revocation signalled per token
+_MAX_RECENT = 8  # recent uses kept per token for late revocations
+
+
+@dataclass(frozen=True, slots=True)
+class _Revocation:
+    event_id: str
+    ts: float
+    deadline: float
+    sub: str | None
+    client_id: str | None
+    reported: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _RecentUse:
+    ts: float
+    event_id: str
+    ip: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A token (by tenant and jti): its `exp`, fingerprint and subject, and its most recent uses."""
+
+    exp: float | None
+    tfp: str
+    sub: str | None
+    recent: tuple[_RecentUse, ...] = ()  # by time
+
+
+class RevokedUseDetector:
+    name: ClassVar[str] = "token.revoked_use"
+    settings_key: ClassVar[str] = "token_revoked_use"
+
+    def __init__(self, *, leeway_seconds: float = 30.0, grace_seconds: float = 5.0,
+                 remember_seconds: float = 86_400.0, reorder_seconds: float = 30.0) -> None:
+        self.leeway_seconds = leeway_seconds
+        self.grace_seconds = grace_seconds
+        self.remember_seconds = remember_seconds
+        self.reorder_seconds = reorder_seconds
+
+    @classmethod
+    def from_config(cls, section: Any, tokens: Any) -> RevokedUseDetector:
+        return cls(leeway_seconds=float(tokens.leeway_seconds), grace_seconds=float(section.grace_seconds),
+                   remember_seconds=float(section.remember_seconds),
+                   reorder_seconds=float(section.reorder_seconds))
+
+    def observe(self, event: Event, state: StateStore) -> list[Signal]:
+        rec = event.record
+        if isinstance(rec, TokenRecord):
+            if rec.type == "revoked" and rec.jti:
+                return self._revoked(event, rec, state)
+            if rec.type == "issued":
+                self._note_token(event, state, use=None)
+            return []
+        info = event.token
+        if info is None or not info.signed or info.verdict not in ("ok", "expired") or not info.jti:
+            return []
+        use = _RecentUse(event.ts, rec.event_id, rec.client_ip, rec.status)
+        self._note_token(event, state, use=use)
+        tenant = info.tid or rec.tenant
+        key = ("rvk", tenant, info.jti)
+        rev: _Revocation | None = state.get(key)
+        if rev is None or not self._after(rev, use) or rec.event_id in rev.reported \
+                or len(rev.reported) >= _MAX_REPORTED:
+            return []
+        state.set(key, replace(rev, reported=(*rev.reported, rec.event_id)), expires_at=rev.deadline)
+        return [self._signal(tenant, rev, use, info.jti, info.tfp, info.sub)]
+
+    def _after(self, rev: _Revocation, use: _RecentUse) -> bool:
+        return rev.ts + self.grace_seconds < use.ts <= rev.deadline
+
+    # -- token sightings ------------------------------------------------------------------------
+    def _note_token(self, event: Event, state: StateStore, use: _RecentUse | None) -> None:
+        info = event.token
+        if info is None or not info.signed or not info.jti:
+            return
+        key = ("rvu", info.tid or event.tenant, info.jti)
+        seen: _Seen | None = state.get(key)
+        if seen is None:
+            seen = _Seen(info.exp, info.tfp, info.sub)
+        elif use is None or any(u.event_id == use.event_id for u in seen.recent):
+            return  # nothing new (an issued event again, or a redelivered use)
+        recent = seen.recent
+        if use is not None:
+            recent = tuple(sorted((*recent, use), key=lambda u: (u.ts, u.event_id)))
+            newest = recent[-1].ts
+            recent = tuple(u for u in recent if u.ts >= newest - self.reorder_seconds)[-_MAX_RECENT:]
+        new = replace(seen, recent=recent)
+        until = max(new.exp if new.exp is not None else event.ts, event.ts) + self.leeway_seconds
+        state.set(key, new, expires_at=max(until, recent[-1].ts + self.reorder_seconds) if recent else until)
+
+    # -- revocations ----------------------------------------------------------------------------
+    def _revoked(self, event: Event, rec: TokenRecord, state: StateStore) -> list[Signal]:
+        jti = rec.jti or ""
+        key = ("rvk", rec.tenant, jti)
+        rev: _Revocation | None = state.get(key)
+        if rev is not None and (rev.event_id == rec.event_id or rev.ts <= event.ts):
+            return []  # a redelivery, or the same token revoked again later: nothing new
+        seen: _Seen | None = state.get(("rvu", rec.tenant, jti))
+        if rev is not None:  # an earlier revocation of the same token, read late
+            rev = replace(rev, event_id=rec.event_id, ts=event.ts)
+        else:
+            deadline = event.ts + self.remember_seconds
+            if seen is not None and seen.exp is not None:
+                deadline = min(seen.exp + self.leeway_seconds, deadline)
+            if deadline <= event.ts + self.grace_seconds:
+                return []  # the token expired before it could be used after revocation
+            rev = _Revocation(rec.event_id, event.ts, deadline, rec.sub, rec.client_id)
+        signals = []
+        for use in seen.recent if seen is not None else ():
+            if self._after(rev, use) and use.event_id not in rev.reported and len(rev.reported) < _MAX_REPORTED:
+                rev = replace(rev, reported=(*rev.reported, use.event_id))
+                signals.append(self._signal(rec.tenant, rev, use, jti, seen.tfp, seen.sub))
+        state.set(key, rev, expires_at=rev.deadline)
+        return signals
+
+    def _signal(self, tenant: str, rev: _Revocation, use: _RecentUse, jti: str, tfp: str,
+                sub: str | None) -> Signal:
+        """`tenant` is the token's (the state key's), so both orders of arrival give the same alert."""
+        gap = use.ts - rev.ts
+        let_through = use.status < 400
+        sub = sub or rev.sub
+        ents = [Entity("subject", sub)] if sub else []
+        ents += [Entity("token", tfp), Entity("ip", use.ip)]
+        outcome = (f"the gateway answered {use.status}: it does not check revocation" if let_through
+                   else f"refused with {use.status}")
+        return Signal(
+            type=self.name, tenant=tenant, ts=max(use.ts, rev.ts), entities=tuple(ents),
+            strength=0.9 if let_through else 0.6,
+            reasons=(f"token tfp {tfp[:8]}… (jti {jti[:12]}) used {gap:.0f}s after it was revoked "
+                     f"(grace {self.grace_seconds:.0f}s for requests in flight)",
+                     f"used from {use.ip}; {outcome}",
+                     "a stale session or a copy of the token the logout did not reach"
+                     + (f"; subject {sub}" if sub else "")),
+            event_ids=(rev.event_id, use.event_id), token_fps=(tfp,),
+            figures={"seconds_after_revocation": round(gap, 3), "grace_seconds": self.grace_seconds,
+                     "jti": jti, "status": use.status, "let_through": let_through})
