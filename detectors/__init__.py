@@ -11,6 +11,8 @@ from detectors.token_jti_collision import JtiCollisionDetector
 from detectors.token_misuse import CrossTenantDetector, ExpiredUseDetector
 from detectors.token_revoked_use import RevokedUseDetector
 from detectors.token_unencrypted import UnencryptedTokenDetector
+from detectors.traffic_ip_allowlist import IpAllowlistDetector
+from detectors.traffic_rate_limit import RateLimitDetector
 
 DETECTORS: tuple[type, ...] = (
     NonceReplayDetector,
@@ -22,6 +24,8 @@ DETECTORS: tuple[type, ...] = (
     ExpiredUseDetector,
     CrossTenantDetector,
     JtiCollisionDetector,
+    RateLimitDetector,
+    IpAllowlistDetector,
 )
 
 

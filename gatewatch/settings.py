@@ -148,11 +148,47 @@ class RevokedUseSettings(_Section):
     reorder_seconds: int = Field(30, ge=0, le=3600)
 
 
+class RateLimits(_Section):
+    # Requests allowed per window on one route; 0 = that dimension is not limited.
+    subject: int = Field(600, ge=0)  # one token subject (a user or a service)
+    client: int = Field(6_000, ge=0)  # one OAuth client: all of its users together
+    ip: int = Field(600, ge=0)  # one client address (an office NAT or CGNAT address is shared)
+    tenant: int = Field(60_000, ge=0)  # the whole tenant: ~3x the biggest tenant's busiest minute
+
+
+class RouteRateLimits(_Section):
+    # One route's overrides; an unset dimension keeps [..limits]; 0 switches it off on that route.
+    subject: int | None = Field(None, ge=0)
+    client: int | None = Field(None, ge=0)
+    ip: int | None = Field(None, ge=0)
+    tenant: int | None = Field(None, ge=0)
+
+
+class RateLimitSettings(_Section):
+    enabled: bool = True
+    window_seconds: int = Field(60, ge=1, le=86_400)  # the sliding window the limits count over
+    sub_windows: int = Field(6, ge=1, le=60)  # counters per key; the count errs by at most one of them
+    max_evidence: int = Field(20, ge=1, le=1000)  # event ids kept as evidence per signal
+    limits: RateLimits = RateLimits()
+    route_limits: dict[str, RouteRateLimits] = {}  # route -> overrides, e.g. llm-gateway = {subject = 120}
+
+
+class IpAllowlistSettings(_Section):
+    enabled: bool = True
+    # tenant -> CIDRs (IPv4/IPv6): the tenant accepts requests only from these, on every route
+    tenants: dict[str, list[str]] = {}
+    # tenant -> route -> CIDRs: only that route of that tenant is restricted
+    routes: dict[str, dict[str, list[str]]] = {}
+    realert_seconds: int = Field(3600, ge=60)  # one alert per (tenant, route, address) per hour
+
+
 class DetectorsSettings(_Section):
     replay_nonce: NonceReplaySettings = NonceReplaySettings()
     replay_token_context: TokenContextReplaySettings = TokenContextReplaySettings()
     replay_refresh_reuse: RefreshReuseSettings = RefreshReuseSettings()
     token_revoked_use: RevokedUseSettings = RevokedUseSettings()
+    traffic_rate_limit: RateLimitSettings = RateLimitSettings()
+    traffic_ip_not_allowed: IpAllowlistSettings = IpAllowlistSettings()
     token_unencrypted: UnencryptedTokenSettings = UnencryptedTokenSettings()
     token_invalid: InvalidTokenSettings = InvalidTokenSettings()
     token_expired_use: ExpiredUseSettings = ExpiredUseSettings()

@@ -7,6 +7,8 @@ import pytest
 import detectors
 from detectors import DETECTORS
 from detectors import store_for
+from detectors.traffic_ip_allowlist import IpAllowlistDetector, route_allow_lists
+from gatewatch.simulate import ADMIN_ALLOWED_CIDRS
 from gatewatch.settings import load_settings
 from ingest.decode import EventDecoder
 from ingest.events import Source
@@ -17,7 +19,10 @@ from tests.events import access, raw, token_event
 
 def make(det_cls):
     s = load_settings(environ={})
-    return det_cls.from_config(getattr(s.detectors, det_cls.settings_key), s.tokens)
+    section = getattr(s.detectors, det_cls.settings_key)
+    if det_cls is IpAllowlistDetector:  # nothing is restricted by default: restrict the admin routes
+        section = section.model_copy(update={"routes": route_allow_lists(ADMIN_ALLOWED_CIDRS)})
+    return det_cls.from_config(section, s.tokens)
 
 
 def test_every_detector_module_is_registered() -> None:
@@ -72,6 +77,11 @@ def stream(validator, minter):
             recs.append(access(f"e{i}", T0 + i / 2, token=revocable))
         else:
             recs.append(access(f"e{i}", T0 + i / 2, token=toks[i % 3], nonce=f"n{rng.randint(0, 12)}"))
+    recs += [access(f"rl{i}", T0 + i / 20, client_ip="192.0.2.250", route="public", path="/v1/status")
+             for i in range(620)]  # 620 > 600 in 31 s: traffic.rate_limit on that IP
+    recs += [access(f"adm{i}", T0 + 3 * i, route="admin-api", path="/admin/v1/users", status=403,
+                    client_ip="203.0.113.66" if i % 2 else "2001:db8:f000::66") for i in range(6)]
+    recs.sort(key=lambda r: r["ts"])
     return [dec.decode(raw(r), Source("t", 0, i)) for i, r in enumerate(recs)]
 
 
