@@ -40,6 +40,7 @@ bench: setup
 	deploy/kafka/kafka.sh start
 	$(BIN)/python bench/end_to_end.py
 	$(BIN)/python bench/tokens.py
+	$(BIN)/python bench/anomaly.py
 
 clean: kafka-stop
 	rm -rf demo .cache/kafka/data

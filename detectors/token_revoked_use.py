@@ -18,10 +18,20 @@ late is checked against them. One signal per use after revocation (at most 64 pe
 (the revocation, the use) as evidence; a redelivered revocation or use never signals again.
 
 State, keyed by (tenant, jti) — token events carry no `iss`, so not (iss, jti); the tenant of a
-token is its `tid` claim when present, else the tenant of the request or token event:
-`("rvk", tenant, jti)` the revocation (event id, time, `sub`, `client_id`, deadline, ids of the uses
-reported), until its deadline; `("rvu", tenant, jti)` the token's `exp` and its few recent uses,
-until `exp` + leeway. Memory follows live tokens and revocations.
+token is its `tid` claim when present, else the tenant of the request or token event — in a
+`PackedStore`:
+* `("rve", tenant, jti)` the token's `exp`, one packed int (a float if `exp` is not a whole second),
+  until `exp` + leeway: a few bytes of the store's table per live token, for a revocation's deadline;
+* `("rvu", tenant, jti)` one flat tuple: the token's `exp`, fingerprint and subject and its recent
+  uses, only until `reorder_seconds` after its newest use (the store's watermark adds the pipeline's
+  lateness): as long as a revocation read out of order can still need them;
+* `("rvk", tenant, jti)` the revocation (event id, time, `sub`, `client_id`, deadline, ids of the uses
+  reported), until its deadline.
+Memory follows live tokens (one small int each), the tokens used in the last minute or so, and
+revocations. Signals are those of keeping the recent uses until `exp`, but for a revocation read
+later than the pipeline's lateness after the uses it follows were swept (it then signals only the
+uses read after it). A key collision in the store (~5·10⁻⁸ at a million live tokens) could lend one
+token's `exp` to another's revocation, remembered for a shorter or longer time.
 Partition-locality: keyed by jti; access events are routed by the token's subject, so a `revoked`
 event must carry `sub` (it is optional in CONTRACT.md §1) to reach the same partition; one without
 `sub` would need routing by `jti`.
@@ -30,7 +40,7 @@ event must carry `sub` (it is optional in CONTRACT.md §1) to reach the same par
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from detectors.base import Entity, Signal
 from detectors.state import StateStore
@@ -50,27 +60,32 @@ class _Revocation:
     reported: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _RecentUse:
+class _RecentUse(NamedTuple):
     ts: float
     event_id: str
     ip: str
     status: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    """A token (by tenant and jti): its `exp`, fingerprint and subject, and its most recent uses."""
+# A token (by tenant and jti) used lately, as one flat tuple (no object per use): its `exp`, fingerprint
+# and subject, then each recent use's four fields (`_RecentUse`), by time.
+_Seen = tuple[Any, ...]
+_EXP, _TFP, _SUB, _HEAD = 0, 1, 2, 3
 
-    exp: float | None
-    tfp: str
-    sub: str | None
-    recent: tuple[_RecentUse, ...] = ()  # by time
+
+def _recent(seen: _Seen) -> list[_RecentUse]:
+    return [_RecentUse(*seen[i:i + 4]) for i in range(_HEAD, len(seen), 4)]
+
+
+def _exp_value(exp: float) -> int | float:
+    """A token's `exp` as stored: a whole second packs into an int, anything else stays a float."""
+    return int(exp) if float(exp).is_integer() and 0 <= exp < 1 << 32 else float(exp)
 
 
 class RevokedUseDetector:
     name: ClassVar[str] = "token.revoked_use"
     settings_key: ClassVar[str] = "token_revoked_use"
+    state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, grace_seconds: float = 5.0,
                  remember_seconds: float = 86_400.0, reorder_seconds: float = 30.0) -> None:
@@ -115,20 +130,24 @@ class RevokedUseDetector:
         info = event.token
         if info is None or not info.signed or not info.jti:
             return
-        key = ("rvu", info.tid or event.tenant, info.jti)
+        tenant = info.tid or event.tenant
+        if info.exp is not None:
+            exp_key = ("rve", tenant, info.jti)
+            if state.get(exp_key) is None:
+                state.set(exp_key, _exp_value(info.exp),
+                          expires_at=max(info.exp, event.ts) + self.leeway_seconds)
+        if use is None:
+            return
+        key = ("rvu", tenant, info.jti)
         seen: _Seen | None = state.get(key)
-        if seen is None:
-            seen = _Seen(info.exp, info.tfp, info.sub)
-        elif use is None or any(u.event_id == use.event_id for u in seen.recent):
-            return  # nothing new (an issued event again, or a redelivered use)
-        recent = seen.recent
-        if use is not None:
-            recent = tuple(sorted((*recent, use), key=lambda u: (u.ts, u.event_id)))
-            newest = recent[-1].ts
-            recent = tuple(u for u in recent if u.ts >= newest - self.reorder_seconds)[-_MAX_RECENT:]
-        new = replace(seen, recent=recent)
-        until = max(new.exp if new.exp is not None else event.ts, event.ts) + self.leeway_seconds
-        state.set(key, new, expires_at=max(until, recent[-1].ts + self.reorder_seconds) if recent else until)
+        recent = _recent(seen) if seen is not None else []
+        if any(u.event_id == use.event_id for u in recent):
+            return  # a redelivered use: nothing new
+        recent = sorted((*recent, use), key=lambda u: (u.ts, u.event_id))
+        newest = recent[-1].ts
+        recent = [u for u in recent if u.ts >= newest - self.reorder_seconds][-_MAX_RECENT:]
+        head = seen[:_HEAD] if seen is not None else (info.exp, info.tfp, info.sub)
+        state.set(key, head + tuple(x for u in recent for x in u), expires_at=newest + self.reorder_seconds)
 
     # -- revocations ----------------------------------------------------------------------------
     def _revoked(self, event: Event, rec: TokenRecord, state: StateStore) -> list[Signal]:
@@ -138,20 +157,23 @@ class RevokedUseDetector:
         if rev is not None and (rev.event_id == rec.event_id or rev.ts <= event.ts):
             return []  # a redelivery, or the same token revoked again later: nothing new
         seen: _Seen | None = state.get(("rvu", rec.tenant, jti))
+        exp = seen[_EXP] if seen is not None else None
+        if exp is None:
+            exp = state.get(("rve", rec.tenant, jti))
         if rev is not None:  # an earlier revocation of the same token, read late
             rev = replace(rev, event_id=rec.event_id, ts=event.ts)
         else:
             deadline = event.ts + self.remember_seconds
-            if seen is not None and seen.exp is not None:
-                deadline = min(seen.exp + self.leeway_seconds, deadline)
+            if exp is not None:
+                deadline = min(exp + self.leeway_seconds, deadline)
             if deadline <= event.ts + self.grace_seconds:
                 return []  # the token expired before it could be used after revocation
             rev = _Revocation(rec.event_id, event.ts, deadline, rec.sub, rec.client_id)
         signals = []
-        for use in seen.recent if seen is not None else ():
+        for use in _recent(seen) if seen is not None else ():
             if self._after(rev, use) and use.event_id not in rev.reported and len(rev.reported) < _MAX_REPORTED:
                 rev = replace(rev, reported=(*rev.reported, use.event_id))
-                signals.append(self._signal(rec.tenant, rev, use, jti, seen.tfp, seen.sub))
+                signals.append(self._signal(rec.tenant, rev, use, jti, seen[_TFP], seen[_SUB]))
         state.set(key, rev, expires_at=rev.deadline)
         return signals
 

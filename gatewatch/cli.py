@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from gatewatch import commands
-from ingest.errors import ConfigError, GatewatchError, KeyMaterialError
+from ingest.errors import ConfigError, GatewatchError, KeyMaterialError, ModelError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", metavar="TS", help="with --from-topic: RFC 3339 end (exclusive)")
 
     train = add("train", help="fit the anomaly model on historical events")
-    train.add_argument("paths", nargs="+", metavar="PATH")
+    train.add_argument("paths", nargs="+", metavar="PATH", help="JSONL files (.gz ok, - for stdin)")
+    train.add_argument("--out", metavar="DIR", help="write the model here (default [model] path)")
+    train.add_argument("--seed", type=int, help="random seed of the forests (default [model] seed)")
 
     backtest = add("backtest", help="replay plus precision/recall per alert type")
     backtest.add_argument("paths", nargs="+", metavar="PATH")
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return commands.dispatch(args)
-    except (ConfigError, KeyMaterialError) as exc:
+    except (ConfigError, KeyMaterialError, ModelError) as exc:
         print(f"gatewatch: {exc}", file=sys.stderr)
         return 2
     except GatewatchError as exc:

@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = pipeline.stats
     print(json.dumps({"records": worker.records, "events": stats.events, "dead_letters": stats.dead_letters,
                       "signals": dict(stats.signals), "alerts_stored": store.count(),
+                      "anomaly_model": pipeline.behaviour.status if pipeline.behaviour else "silent",
                       "seconds": round(time.monotonic() - started, 2)}))
     return 0
 
@@ -133,7 +134,8 @@ def _summary(result: Any) -> dict[str, Any]:
     by_type = Counter(a.type for a in result.alerts.values())
     codes = Counter(d.code for d in result.dead_letters)
     return {"records": result.records, "events": result.events, "dead_letters": len(result.dead_letters),
-            "dead_letter_codes": dict(codes), "alerts": len(result.alerts), "alerts_by_type": dict(by_type)}
+            "dead_letter_codes": dict(codes), "alerts": len(result.alerts), "alerts_by_type": dict(by_type),
+            "anomaly_model": result.anomaly_model}
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -167,7 +169,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    raise ConfigError("train is not available yet: the anomaly model lands with the scoring issue (#5)")
+    from gatewatch.replay import read_jsonl
+    from gatewatch.train import train
+
+    settings = _settings(args)
+    for p in args.paths:
+        if p != "-" and not Path(p).is_file():
+            raise ConfigError(f"no such file: {p}")
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError("--seed must be >= 0")
+    validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
+    summary = train(read_jsonl(args.paths), settings, validator, out=Path(args.out) if args.out else None,
+                    seed=args.seed, progress=_progress())
+    print(json.dumps(summary))
+    return 0
 
 
 # -- simulate / token / keys -------------------------------------------------------------------

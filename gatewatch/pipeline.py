@@ -19,10 +19,11 @@ from detectors.base import Detector, Signal
 from detectors.state import StateStore
 from ingest.deadletter import DeadLetter
 from ingest.decode import EventDecoder
-from ingest.errors import RecordError
+from ingest.errors import ConfigError, RecordError
 from ingest.events import Event, Source
 from ingest.tokens import TokenValidator
 from scoring.alerts import Alert, AlertBuilder
+from scoring.anomaly import BehaviourScorer
 from scoring.risk import RiskEngine, RiskUpdate
 
 _EXPIRE_EVERY_SECONDS = 60.0
@@ -58,13 +59,15 @@ class PipelineStats:
 class Pipeline:
     def __init__(self, *, decoder: EventDecoder, detectors: Sequence[Detector], alerts: AlertBuilder,
                  risk: RiskEngine, lateness_seconds: float = 30.0,
-                 stores: dict[str, StateStore] | None = None) -> None:
+                 stores: dict[str, StateStore] | None = None, behaviour: BehaviourScorer | None = None) -> None:
         self.decoder = decoder
         self.detectors = list(detectors)
         self.alerts = alerts
         self.risk = risk
         self.lateness_seconds = lateness_seconds
         self.stores = stores if stores is not None else {d.name: store_for(d) for d in self.detectors}
+        # The behaviour model: fed every batch, its windows close on the watermark (None: not wired).
+        self.behaviour = behaviour
         self.max_event_time = float("-inf")
         self.stats = PipelineStats()
         self._last_expiry = float("-inf")
@@ -75,7 +78,12 @@ class Pipeline:
         for det_cls in DETECTORS:
             section = getattr(settings.detectors, det_cls.settings_key)
             if section.enabled:
-                detectors.append(det_cls.from_config(section, settings.tokens))
+                try:
+                    detectors.append(det_cls.from_config(section, settings.tokens))
+                except ValueError as exc:  # e.g. a CIDR that does not parse: name the key
+                    sub, _, why = str(exc).partition(": ")
+                    raise ConfigError(f"bad value for config key 'detectors.{det_cls.settings_key}.{sub}': "
+                                      f"{why}") from None
         sc = settings.scoring
         return cls(
             decoder=EventDecoder(validator=validator, max_event_bytes=settings.limits.max_event_bytes),
@@ -84,6 +92,7 @@ class Pipeline:
             risk=RiskEngine(half_life_seconds=sc.half_life_seconds, step_up_at=sc.step_up_at,
                             deny_at=sc.deny_at, top_reasons=sc.top_reasons),
             lateness_seconds=sc.lateness_seconds,
+            behaviour=BehaviourScorer.from_config(sc, settings.model),  # a tampered model: ModelError here
         )
 
     @property
@@ -128,20 +137,42 @@ class Pipeline:
                     self.stats.dead_letters += 1
                     continue
                 for signal in found:
-                    result.signals.append(signal)
-                    self.stats.signals[signal.type] += 1
-                    updates = self.risk.add(signal)
-                    for u in updates:
-                        risk[(u.tenant, u.kind, u.value)] = u
-                    aid = self.alerts.add(signal, updates[0].score if updates else 0.0)
-                    if aid is not None:
-                        changed[aid] = None
+                    self._signal(signal, result, changed, risk)
+        if self.behaviour is not None:
+            self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
+            for signal in self.behaviour.flush(self.watermark):
+                self._signal(signal, result, changed, risk)
         result.alerts = [self.alerts.get(aid) for aid in changed]
         result.risk = list(risk.values())
         self.stats.events += len(events)
         self.stats.late_events += result.late_events
         self._expire()
         return result
+
+    def finish(self) -> BatchResult:
+        """End of a finite stream (a replay): close every open behaviour window and score it."""
+        result = BatchResult()
+        if self.behaviour is None:
+            return result
+        changed: dict[str, None] = {}
+        risk: dict[tuple[str, str, str], RiskUpdate] = {}
+        for signal in self.behaviour.flush(float("inf")):
+            self._signal(signal, result, changed, risk)
+        result.alerts = [self.alerts.get(aid) for aid in changed]
+        result.risk = list(risk.values())
+        return result
+
+    def _signal(self, signal: Signal, result: BatchResult, changed: dict[str, None],
+                risk: dict[tuple[str, str, str], RiskUpdate]) -> None:
+        """One signal, detector's or model's, into risk and alerts (the same path for both)."""
+        result.signals.append(signal)
+        self.stats.signals[signal.type] += 1
+        updates = self.risk.add(signal)
+        for u in updates:
+            risk[(u.tenant, u.kind, u.value)] = u
+        aid = self.alerts.add(signal, updates[0].score if updates else 0.0)
+        if aid is not None:
+            changed[aid] = None
 
     def _expire(self) -> None:
         wm = self.watermark

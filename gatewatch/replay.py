@@ -27,6 +27,7 @@ class ReplayResult:
     records: int = 0
     alerts: dict[str, Alert] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    anomaly_model: str = "silent"  # the behaviour scorer's status: "active" or "silent"
 
 
 def _open(path: str) -> IO[bytes]:
@@ -65,8 +66,12 @@ def _batches(records: Iterable[tuple[bytes, Source]], size: int) -> Iterator[lis
 
 
 def replay(pipeline: Pipeline, records: Iterable[tuple[bytes, Any]], *, batch_size: int = BATCH,
-           progress: IO[str] | None = None) -> ReplayResult:
+           progress: IO[str] | None = None, finish: bool = True) -> ReplayResult:
+    """Every record through `pipeline`; with `finish` (the end of the stream) the last open behaviour
+    windows are scored too — leave it off when more of the same stream follows through the same pipeline."""
     out = ReplayResult()
+    if pipeline.behaviour is not None:
+        out.anomaly_model = pipeline.behaviour.status
     for batch in _batches(records, batch_size):
         result = pipeline.process(batch)
         out.records += len(batch)
@@ -77,6 +82,9 @@ def replay(pipeline: Pipeline, records: Iterable[tuple[bytes, Any]], *, batch_si
         if progress is not None:
             print(f"\r{out.records:,} records  {len(out.alerts):,} alerts  "
                   f"{len(out.dead_letters):,} dead-lettered", end="", file=progress, flush=True)
+    if finish:
+        for alert in pipeline.finish().alerts:
+            out.alerts[alert.id] = alert
     if progress is not None:
         print(file=progress)
     return out

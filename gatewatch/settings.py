@@ -77,6 +77,21 @@ class StoreSettings(_Section):
 
 class ModelSettings(_Section):
     path: Path = Path("model")
+    # How `gatewatch train` builds the behaviour model; stored in its manifest, and `run`/`replay` compute
+    # features the way the loaded model was trained (these keys then do not apply to them).
+    window_seconds: int = Field(60, ge=10, le=3600)  # tumbling window per entity; must divide an hour
+    rolling_windows: int = Field(15, ge=1, le=1440)  # the rolling request count spans this many windows
+    min_requests: int = Field(20, ge=1)  # windows with fewer requests in the rolling span: not trained, never alert
+    n_estimators: int = Field(200, ge=10, le=5000)
+    max_samples: int = Field(2048, ge=64)  # windows per tree (capped at the windows of a kind)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("window_seconds")
+    @classmethod
+    def _divides_an_hour(cls, v: int) -> int:
+        if 3600 % v:
+            raise ValueError("must divide 3600 (windows never straddle an hour)")
+        return v
 
 
 class LimitsSettings(_Section):
@@ -203,6 +218,11 @@ class ScoringSettings(_Section):
     deny_at: float = Field(75.0, ge=0, le=100)
     alert_group_seconds: int = Field(3600, ge=1)
     top_reasons: int = Field(5, ge=1, le=50)
+    # anomaly.behaviour: a window alerts when the model finds it rarer than `anomaly_threshold` of its
+    # training windows AND one feature lies `anomaly_min_excess` robust units beyond the training range.
+    anomaly_threshold: float = Field(0.99, ge=0.5, le=1.0)
+    anomaly_min_excess: float = Field(1.25, ge=0.0, le=100.0)
+    anomaly_entity_ttl_seconds: int = Field(7 * 86_400, ge=3600)  # an idle entity's history is forgotten
 
 
 class ApiSettings(_Section):

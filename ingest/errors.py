@@ -3,6 +3,7 @@
     GatewatchError
     ├── ConfigError          bad configuration or usage (CLI exit 2; names the key)
     ├── KeyMaterialError     a JWKS file is missing, unreadable or holds an unusable key
+    ├── ModelError           a model artifact fails its manifest or digest, or does not fit this code
     └── RecordError          one input record is unusable; carries a stable `code`
         ├── DecodeError      not UTF-8 JSON, wrong shape, missing/ill-typed field
         └── OversizeError    larger than limits.max_event_bytes
@@ -25,6 +26,10 @@ class ConfigError(GatewatchError):
 
 class KeyMaterialError(GatewatchError):
     """A key set could not be loaded or contains a key we refuse to use."""
+
+
+class ModelError(GatewatchError):
+    """A model artifact is incomplete, tampered with (digest mismatch) or made for other code; never loaded."""
 
 
 class RecordError(GatewatchError):

@@ -22,7 +22,10 @@ WEIGHTS: dict[str, float] = {
 }
 DEFAULT_WEIGHT = 0.3
 _MAX_CONTRIBUTIONS = 32  # per entity; the weakest (after decay) are dropped first
-_NEGLIGIBLE = 0.005
+_NEGLIGIBLE = 0.005  # a contribution decayed below this counts for nothing (in `score` and in `expire`)
+# Signals can be somewhat older than the watermark (a behaviour window is scored when the watermark has
+# passed its end): `expire` keeps what might still count for a signal up to this much older.
+_EXPIRY_MARGIN_SECONDS = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class RiskEngine:
         ranked = []
         for c in contributions:
             d = self._decayed(c, at)
+            if d < _NEGLIGIBLE:  # so that when `expire` drops it (which depends on batching) changes nothing
+                continue
             remaining *= 1.0 - min(d, 0.999)
             ranked.append((d, c.reason))
         ranked.sort(key=lambda r: -r[0])
@@ -95,9 +100,10 @@ class RiskEngine:
         return updates
 
     def expire(self, watermark: float) -> None:
-        """Drop contributions that have decayed to nothing by the watermark; forget empty entities."""
+        """Drop contributions decayed to nothing by the watermark (less a margin); forget empty entities."""
+        horizon = watermark - _EXPIRY_MARGIN_SECONDS
         for key in list(self._entities):
-            kept = [c for c in self._entities[key] if self._decayed(c, watermark) >= _NEGLIGIBLE]
+            kept = [c for c in self._entities[key] if self._decayed(c, horizon) >= _NEGLIGIBLE]
             if kept:
                 self._entities[key] = kept
             else:

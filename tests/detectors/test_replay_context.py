@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from detectors.packed_store import PackedStore
 from detectors.replay_token_context import TokenContextReplayDetector, classify_agent, network_of
 from detectors.state import MemoryStore
 from gatewatch.pipeline import Pipeline
@@ -209,13 +210,44 @@ def test_attacker_read_before_the_owner_gives_the_same_pair(decode, tok) -> None
     assert late.reasons == timely.reasons
 
 
-def test_state_lives_until_exp_plus_leeway(decode, tok) -> None:
-    store = MemoryStore()
-    observe(TokenContextReplayDetector(leeway_seconds=30), decode([access("e1", T0, token=tok)]), store)
+@pytest.mark.parametrize("store_cls", [MemoryStore, PackedStore])
+def test_state_lives_until_exp_plus_leeway(decode, tok, store_cls) -> None:
+    store = store_cls()
+    [ev] = decode([access("e1", T0, token=tok)])
+    observe(TokenContextReplayDetector(leeway_seconds=30), [ev], store)
     store.expire(T0 + 3600 + 29)
-    assert len(store) == 1
+    # the token's context (one packed int) and the two entries naming its agent; the first use's
+    # event id went 120 s after that use
+    assert isinstance(store.get(("tctx", ev.token.tfp)), int) and len(store) == 3
     store.expire(T0 + 3600 + 31)
     assert len(store) == 0
+
+
+def test_one_context_token_is_one_packed_int_until_a_second_context(decode, tok) -> None:
+    store = PackedStore()
+    events = decode([access("v1", T0, token=tok, client_ip=HOME, user_agent=SAFARI_MAC),
+                     access("v2", T0 + 30, token=tok, client_ip=HOME2, user_agent=SAFARI_MAC),
+                     access("v3", T0 + 60, token=tok, client_ip=CARRIER[0], user_agent=SAFARI_MAC)])
+    key = ("tctx", events[0].token.tfp)
+    det = TokenContextReplayDetector()
+    assert observe(det, events[:2], store) == [] and isinstance(store.get(key), int)
+    assert observe(det, events[2:], store) == [] and not isinstance(store.get(key), int)
+
+
+def test_theft_long_after_the_first_use_names_it_by_time_and_ip(decode, tok) -> None:
+    # the first use's event id is kept 120 s (first_event_seconds); a swept store then names that
+    # use by its time and address: same signal, one event id less
+    events = decode([access("v1", T0 + 10, token=tok, client_ip=HOME, user_agent=SAFARI_MAC),
+                     access("a1", T0 + 3000, token=tok, client_ip=HOSTING, user_agent="python-requests/2.32.3")])
+    det, store = TokenContextReplayDetector(), PackedStore()
+    observe(det, events[:1], store)
+    store.expire(T0 + 2900)
+    [s] = observe(det, events[1:], store)
+    [fresh] = observe(det, events)
+    assert s.event_ids == ("a1",) and fresh.event_ids == ("v1", "a1")
+    assert s.reasons[:2] == fresh.reasons[:2] and s.ts == fresh.ts and s.strength == fresh.strength
+    assert s.reasons[2].startswith(f"first use from {HOME} at 2026-11-18T") and s.figures["first_ip"] == HOME
+    assert s.figures["gap_seconds"] == fresh.figures["gap_seconds"] == 2990.0
 
 
 # -- in simulated traffic -------------------------------------------------------------------------

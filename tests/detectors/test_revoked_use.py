@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from detectors.packed_store import PackedStore
 from detectors.state import MemoryStore
 from detectors.token_revoked_use import RevokedUseDetector
 from gatewatch.pipeline import Pipeline
@@ -94,7 +95,19 @@ def test_remembered_until_exp_when_the_token_was_seen(decode, tok) -> None:
     det, store = RevokedUseDetector(leeway_seconds=30), MemoryStore()
     observe(det, decode([access("e1", T0, token=tok), revoked("k1", T0 + 100)]), store)
     store.expire(T0 + 900 + 29)
-    assert len(store) == 2  # the revocation and the token's sighting
+    assert len(store) == 2  # the revocation and the token's exp (its recent uses went 30 s after e1)
+    store.expire(T0 + 900 + 31)
+    assert len(store) == 0
+
+
+def test_recent_uses_are_kept_reorder_seconds_and_exp_until_exp(decode, tok) -> None:
+    det, store = RevokedUseDetector(reorder_seconds=30), PackedStore()
+    observe(det, decode([access("e1", T0, token=tok), access("e2", T0 + 10, token=tok)]), store)
+    assert len(store) == 2 and store.get(("rve", "acme", "j-1")) == T0 + 900  # exp: one packed int
+    store.expire(T0 + 10 + 31)
+    assert len(store) == 1  # the recent uses went 30 s after the newest
+    # a revocation read now still finds the exp: remembered until exp + leeway, not remember_seconds
+    assert observe(det, decode([revoked("k1", T0 + 60)]), store) == []
     store.expire(T0 + 900 + 31)
     assert len(store) == 0
 

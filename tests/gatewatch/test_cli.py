@@ -25,9 +25,9 @@ def test_bad_config_key_exits_2_naming_it(tmp_path: Path, capsys) -> None:
     assert "kafka.bootstrap" in capsys.readouterr().err
 
 
-def test_train_says_it_is_not_built_yet(capsys) -> None:
-    assert main(["train", "x.jsonl"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_train_on_a_missing_file_is_bad_usage(tmp_path: Path, capsys) -> None:
+    assert main(["train", str(tmp_path / "x.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_token_inspect_exit_codes_and_no_raw_token(tmp_path: Path, keys_dir, minter, capsys, monkeypatch) -> None:

@@ -1,0 +1,523 @@
+"""Window features per entity, for the behaviour model (DESIGN.md "Anomaly model").
+
+Access events are cut into tumbling windows of event time (`window_seconds`, default 60 s) per
+entity — subject, client, IP and tenant — and each closed window becomes one row of `FEATURES`.
+Events are buffered as compact numpy columns until the watermark passes their window's end; then
+all due windows are computed together, as array operations over the batch (sort once, group with
+`bincount` / `lexsort`), never per event.
+
+Which events a window holds depends only on the stream's order, not on how it was cut into batches:
+an event is dropped as too late when its window ended at or before the watermark of the events that
+arrived before it (largest event time so far minus the lateness). Windows then close on the
+watermark. So replaying a stream in batches of 1 or of 10,000 gives the same rows.
+
+Per-entity state (kept between windows, in arrays indexed by a slot per entity): the request and
+completion-token totals of its last `rolling_windows` windows, a 24-bin histogram of the hours its
+past requests fell in, and a running typical value of every feature (log scale; used to explain, not
+to score). An entity idle for `entity_ttl_seconds` starts afresh on its next window, whether or not
+its slot has been freed yet (that happens at most hourly), so the TTL too is independent of batching.
+Strings (paths, agents, IPs, subjects, event ids) are kept as Python hashes: only equality inside one
+process matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ingest.events import AccessRecord, Event
+
+FEATURES: tuple[str, ...] = (
+    "requests", "requests_rolling", "distinct_paths", "distinct_routes",
+    "share_4xx", "share_401", "share_403", "share_404", "share_5xx",
+    "bytes_in", "bytes_out", "latency_mean_ms", "latency_p95_ms",
+    "distinct_ips", "distinct_agents", "distinct_subjects", "hour_share",
+    "prompt_tokens", "completion_tokens", "completion_per_call", "completion_rolling", "token_age_s",
+)
+# Rolling totals over the last `rolling_windows` windows (this one included) and the feature they sum.
+ROLLING: dict[str, str] = {"requests_rolling": "requests", "completion_rolling": "completion_tokens"}
+# Shares live in [0, 1]; everything else is a count or an amount, compared on a log scale.
+SHARE_FEATURES: frozenset[str] = frozenset(f for f in FEATURES if f.startswith("share_")) | {"hour_share"}
+LOG_MASK = np.array([f not in SHARE_FEATURES for f in FEATURES])
+# The features whose excess over the training range can raise an alert (scoring.anomaly): what the caller
+# did. Not the hour share (low when suspicious, never high), not latency and 5xx (more the backend's
+# doing than the caller's). A rolling total counts only while the window keeps pace with it (see there).
+EXCESS_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if f not in {
+    "hour_share", "latency_mean_ms", "latency_p95_ms", "share_5xx"})
+KINDS: tuple[str, ...] = ("subject", "client", "ip", "tenant")
+HOUR_PRIOR = 24.0  # pseudo-requests spread evenly over the day: a new entity's hour share is 1/24
+# Status shares are shrunk towards 0 by this many pseudo-requests: k of n → k / (n + 5), so one refused
+# request out of one is 17 %, not 100 %, while 80 refusals out of 100 stay 76 %. `raw_share` undoes it.
+SHARE_PSEUDO = 5.0
+LATENCY_QUANTILE = 0.95
+EVIDENCE_IDS = 10  # event ids kept per window, spread evenly over it in time
+_IDX = {name: i for i, name in enumerate(FEATURES)}
+_EMA_FLOOR = 0.05  # the running typical value averages the first 20 windows, then decays at 5 %
+PACE = 0.5  # a rolling total is evidence of this window only while the window runs at ≥ half its average
+
+
+def excess_eligible(X: np.ndarray, rolling_windows: int) -> np.ndarray:
+    """Which features of each row may raise an alert by their excess over the training range: those of
+    `EXCESS_FEATURES`, rolling totals only while this window keeps pace with them (so that a burst is not
+    re-reported by every quiet window of the next quarter of an hour)."""
+    X = np.atleast_2d(X)
+    ok = np.tile(np.array([f in EXCESS_FEATURES for f in FEATURES]), (len(X), 1))
+    for total, base in ROLLING.items():
+        t, b = _IDX[total], _IDX[base]
+        ok[:, t] &= X[:, b] * rolling_windows >= PACE * X[:, t]
+    return ok
+
+
+def raw_share(share: float, requests: float) -> float:
+    """The plain share k / n behind a shrunk status share k / (n + SHARE_PSEUDO)."""
+    return share * (requests + SHARE_PSEUDO) / requests if requests > 0 else 0.0
+
+
+def transform(X: np.ndarray) -> np.ndarray:
+    """Feature values → the scale the model and the explanations compare on (log1p for amounts)."""
+    out = np.array(X, dtype=np.float64, copy=True)
+    out[:, LOG_MASK] = np.log1p(np.maximum(out[:, LOG_MASK], 0.0))
+    return out
+
+
+@dataclass(frozen=True)
+class Columns:
+    """One batch of access events as columns (strings hashed: only equality within a window matters)."""
+
+    ts: np.ndarray  # float64 event time
+    win: np.ndarray  # int64 window index
+    slots: np.ndarray  # int64 (n, len(KINDS)): the entity slot per kind, -1 when the event has none
+    eid: np.ndarray  # int64 hash of the event id (redeliveries are counted once)
+    event_id: np.ndarray  # object: the event ids, for evidence
+    path: np.ndarray
+    route: np.ndarray
+    agent: np.ndarray
+    ip: np.ndarray
+    sub: np.ndarray  # int64 hashes; 0 = absent
+    status: np.ndarray  # int16
+    bytes_in: np.ndarray
+    bytes_out: np.ndarray
+    latency: np.ndarray  # float64, NaN when absent
+    prompt: np.ndarray
+    completion: np.ndarray
+    llm: np.ndarray  # bool: carried LLM usage
+    token_age: np.ndarray  # float64 ts − iat of a verified token, NaN when none
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def take(self, idx: np.ndarray) -> Columns:
+        return Columns(**{name: getattr(self, name)[idx] for name in self.__dataclass_fields__})
+
+    @staticmethod
+    def concat(parts: Sequence[Columns]) -> Columns:
+        if len(parts) == 1:
+            return parts[0]
+        return Columns(**{name: np.concatenate([getattr(p, name) for p in parts])
+                          for name in Columns.__dataclass_fields__})
+
+
+def _h(value: str | None) -> int:
+    return 0 if value is None else hash(value) or 1
+
+
+@dataclass
+class WindowTable:
+    """Closed windows, one row each, in (window, kind, entity) order."""
+
+    kind: np.ndarray  # int8 index into KINDS
+    tenant: list[str]
+    value: list[str]
+    window: np.ndarray  # int64 window index (start = window * window_seconds)
+    first_ts: np.ndarray
+    last_ts: np.ndarray
+    X: np.ndarray  # float64 (n, len(FEATURES)), raw values
+    typical: np.ndarray  # float64 (n, len(FEATURES)): the entity's typical transformed value before; NaN if new
+    history: np.ndarray  # int64: windows of this entity seen before this one
+    event_ids: list[tuple[str, ...]]
+
+    def __len__(self) -> int:
+        return len(self.window)
+
+    def rows(self, start: int, stop: int) -> WindowTable:
+        return WindowTable(self.kind[start:stop], self.tenant[start:stop], self.value[start:stop],
+                           self.window[start:stop], self.first_ts[start:stop], self.last_ts[start:stop],
+                           self.X[start:stop], self.typical[start:stop], self.history[start:stop],
+                           self.event_ids[start:stop])
+
+    @staticmethod
+    def empty() -> WindowTable:
+        f = len(FEATURES)
+        return WindowTable(np.zeros(0, np.int8), [], [], np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
+                           np.zeros((0, f)), np.zeros((0, f)), np.zeros(0, np.int64), [])
+
+    @staticmethod
+    def concat(parts: Sequence[WindowTable]) -> WindowTable:
+        parts = [p for p in parts if len(p)] or [WindowTable.empty()]
+        if len(parts) == 1:
+            return parts[0]
+        return WindowTable(
+            np.concatenate([p.kind for p in parts]), [t for p in parts for t in p.tenant],
+            [v for p in parts for v in p.value], np.concatenate([p.window for p in parts]),
+            np.concatenate([p.first_ts for p in parts]), np.concatenate([p.last_ts for p in parts]),
+            np.vstack([p.X for p in parts]), np.vstack([p.typical for p in parts]),
+            np.concatenate([p.history for p in parts]), [e for p in parts for e in p.event_ids])
+
+
+# -- pure functions over columns ---------------------------------------------------------------------
+def _distinct(group: np.ndarray, values: np.ndarray, n_groups: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """Distinct `values` per group (rows need not be sorted)."""
+    if valid is not None:
+        group, values = group[valid], values[valid]
+    if len(group) == 0:
+        return np.zeros(n_groups)
+    order = np.lexsort((values, group))
+    g, v = group[order], values[order]
+    new = np.ones(len(g), dtype=bool)
+    new[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
+    return np.bincount(g[new], minlength=n_groups).astype(np.float64)
+
+
+def _group_quantile(group: np.ndarray, values: np.ndarray, n_groups: int, q: float) -> np.ndarray:
+    """The q-quantile (lower nearest rank) of the finite `values` per group; 0 for a group without any."""
+    ok = np.isfinite(values)
+    group, values = group[ok], values[ok]
+    out = np.zeros(n_groups)
+    if len(group) == 0:
+        return out
+    order = np.lexsort((values, group))
+    g, v = group[order], values[order]
+    counts = np.bincount(g, minlength=n_groups)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    has = counts > 0
+    out[has] = v[starts[has] + np.floor(q * (counts[has] - 1)).astype(np.int64)]
+    return out
+
+
+def _mean(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    ok = np.isfinite(values)
+    n = np.bincount(group[ok], minlength=n_groups)
+    s = np.bincount(group[ok], weights=values[ok], minlength=n_groups)
+    return np.divide(s, n, out=np.zeros(n_groups), where=n > 0)
+
+
+def window_aggregates(cols: Columns, rows: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """The features of `FEATURES` that need nothing but the window's own events, one row per group.
+
+    `rows[i]` is an event index into `cols` that belongs to group `group[i]`. The state-dependent
+    features (`ROLLING`, `hour_share`) are left at 0 for the caller.
+    """
+    X = np.zeros((n_groups, len(FEATURES)))
+    n = np.bincount(group, minlength=n_groups).astype(np.float64)
+    denom = n + SHARE_PSEUDO
+    status = cols.status[rows]
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(group, weights=mask.astype(np.float64), minlength=n_groups)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(group, weights=values.astype(np.float64), minlength=n_groups)
+
+    X[:, _IDX["requests"]] = n
+    X[:, _IDX["distinct_paths"]] = _distinct(group, cols.path[rows], n_groups)
+    X[:, _IDX["distinct_routes"]] = _distinct(group, cols.route[rows], n_groups)
+    X[:, _IDX["share_4xx"]] = count((status >= 400) & (status < 500)) / denom
+    X[:, _IDX["share_401"]] = count(status == 401) / denom
+    X[:, _IDX["share_403"]] = count(status == 403) / denom
+    X[:, _IDX["share_404"]] = count(status == 404) / denom
+    X[:, _IDX["share_5xx"]] = count(status >= 500) / denom
+    X[:, _IDX["bytes_in"]] = total(cols.bytes_in[rows])
+    X[:, _IDX["bytes_out"]] = total(cols.bytes_out[rows])
+    latency = cols.latency[rows]
+    X[:, _IDX["latency_mean_ms"]] = _mean(group, latency, n_groups)
+    X[:, _IDX["latency_p95_ms"]] = _group_quantile(group, latency, n_groups, LATENCY_QUANTILE)
+    X[:, _IDX["distinct_ips"]] = _distinct(group, cols.ip[rows], n_groups)
+    agent = cols.agent[rows]
+    X[:, _IDX["distinct_agents"]] = _distinct(group, agent, n_groups, agent != 0)
+    sub = cols.sub[rows]
+    X[:, _IDX["distinct_subjects"]] = _distinct(group, sub, n_groups, sub != 0)
+    X[:, _IDX["prompt_tokens"]] = total(cols.prompt[rows])
+    completion = total(cols.completion[rows])
+    X[:, _IDX["completion_tokens"]] = completion
+    calls = count(cols.llm[rows])
+    X[:, _IDX["completion_per_call"]] = np.divide(completion, calls, out=np.zeros(n_groups), where=calls > 0)
+    X[:, _IDX["token_age_s"]] = _mean(group, cols.token_age[rows], n_groups)
+    return X
+
+
+# -- the stateful part ---------------------------------------------------------------------------------
+class WindowFeatures:
+    """Buffers access events as columns and turns closed windows into feature rows.
+
+    `observe(events)` in arrival order; `close(watermark)` returns every window that ended at or
+    before the watermark (`float("inf")`: all of them, at the end of a replay).
+    """
+
+    def __init__(self, *, window_seconds: int = 60, rolling_windows: int = 15, lateness_seconds: float = 30.0,
+                 entity_ttl_seconds: int = 7 * 86_400) -> None:
+        self.window_seconds = window_seconds
+        self.rolling_windows = rolling_windows
+        self.lateness_seconds = lateness_seconds
+        self.entity_ttl_seconds = entity_ttl_seconds
+        self.too_late = 0  # events dropped: their window had closed before they arrived
+        self._parts: list[Columns] = []
+        self._max_ts = -math.inf
+        self._closed_through = -(2**62)  # last window index closed
+        self._keys: dict[tuple[int, str, str], int] = {}
+        self._slot_key: list[tuple[int, str, str] | None] = []
+        self._free: list[int] = []
+        self._cap = 0
+        self._last_sweep = -math.inf
+        self._grow(1024)
+
+    # state arrays, one row per slot
+    def _grow(self, cap: int) -> None:
+        def grown(old: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float) -> np.ndarray:
+            new = np.full((cap, *shape), fill, dtype=dtype)
+            if old is not None:
+                new[: len(old)] = old
+            return new
+
+        first = self._cap == 0
+        r, f = self.rolling_windows, len(FEATURES)
+        self._ring_w = grown(None if first else self._ring_w, (r,), np.int64, -(2**62))
+        # float32 where exactness does not matter: ~0.45 KB per entity at the defaults
+        self._ring_n = grown(None if first else self._ring_n, (r, len(ROLLING)), np.float32, 0.0)
+        self._hours = grown(None if first else self._hours, (24,), np.float32, 0.0)
+        self._ema = grown(None if first else self._ema, (f,), np.float32, 0.0)
+        self._seen = grown(None if first else self._seen, (), np.int64, 0)
+        self._last_w = grown(None if first else self._last_w, (), np.int64, -(2**62))
+        self._cap = cap
+
+    def _reset(self, slots: np.ndarray) -> None:
+        self._ring_w[slots] = -(2**62)
+        self._ring_n[slots] = 0.0
+        self._hours[slots] = 0.0
+        self._ema[slots] = 0.0
+        self._seen[slots] = 0
+        self._last_w[slots] = -(2**62)
+
+    def _slot(self, kind: int, tenant: str, value: str) -> int:
+        key = (kind, tenant, value)
+        slot = self._keys.get(key)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+                self._slot_key[slot] = key
+            else:
+                slot = len(self._slot_key)
+                self._slot_key.append(key)
+                if slot >= self._cap:
+                    self._grow(self._cap * 2)
+            self._keys[key] = slot
+        return slot
+
+    @property
+    def entities(self) -> int:
+        return len(self._keys)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(p) for p in self._parts)
+
+    def observe(self, events: Sequence[Event]) -> int:
+        """Buffer the access events of a batch (in arrival order); returns how many were kept."""
+        if not events:
+            return 0
+        all_ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events))
+        running = np.maximum.accumulate(np.concatenate(([self._max_ts], all_ts)))
+        self._max_ts = float(running[-1])
+        idx: list[int] = []
+        cols: dict[str, list] = {name: [] for name in ("slots", "event_id", "path", "route", "agent", "ip", "sub",
+                                                        "status", "bytes_in", "bytes_out", "latency", "prompt",
+                                                        "completion", "llm", "token_age")}
+        slot = self._slot
+        for i, ev in enumerate(events):
+            rec = ev.record
+            if type(rec) is not AccessRecord:
+                continue
+            idx.append(i)
+            tok = ev.token
+            sub = tok.sub if tok is not None else None
+            client = tok.client_id if tok is not None else None
+            tenant = rec.tenant
+            cols["slots"].append((
+                slot(0, tenant, sub) if sub is not None else -1,
+                slot(1, tenant, client) if client is not None and client != sub else -1,
+                slot(2, tenant, rec.client_ip),
+                slot(3, tenant, tenant),
+            ))
+            cols["event_id"].append(rec.event_id)
+            cols["path"].append(_h(rec.path))
+            cols["route"].append(_h(rec.route))
+            cols["agent"].append(_h(rec.user_agent))
+            cols["ip"].append(_h(rec.client_ip))
+            cols["sub"].append(_h(sub))
+            cols["status"].append(rec.status)
+            cols["bytes_in"].append(rec.bytes_in or 0)
+            cols["bytes_out"].append(rec.bytes_out or 0)
+            cols["latency"].append(math.nan if rec.latency_ms is None else rec.latency_ms)
+            llm = rec.llm
+            cols["prompt"].append(llm.prompt_tokens if llm is not None else 0)
+            cols["completion"].append(llm.completion_tokens if llm is not None else 0)
+            cols["llm"].append(llm is not None)
+            iat = tok.iat if tok is not None and tok.signed else None
+            cols["token_age"].append(math.nan if iat is None else ev.ts - iat)
+        if not idx:
+            return 0
+        rows = np.asarray(idx, dtype=np.int64)
+        ts = all_ts[rows]
+        win = np.floor(ts / self.window_seconds).astype(np.int64)
+        watermark_before = running[rows] - self.lateness_seconds  # running[i] = max over events before i
+        keep = ((win + 1) * self.window_seconds > watermark_before) & (win > self._closed_through)
+        batch = Columns(
+            ts=ts, win=win, slots=np.asarray(cols["slots"], dtype=np.int64).reshape(-1, len(KINDS)),
+            eid=np.fromiter((hash(e) for e in cols["event_id"]), dtype=np.int64, count=len(rows)),
+            event_id=np.asarray(cols["event_id"], dtype=object),
+            path=np.asarray(cols["path"], dtype=np.int64), route=np.asarray(cols["route"], dtype=np.int64),
+            agent=np.asarray(cols["agent"], dtype=np.int64), ip=np.asarray(cols["ip"], dtype=np.int64),
+            sub=np.asarray(cols["sub"], dtype=np.int64), status=np.asarray(cols["status"], dtype=np.int16),
+            bytes_in=np.asarray(cols["bytes_in"], dtype=np.float64),
+            bytes_out=np.asarray(cols["bytes_out"], dtype=np.float64),
+            latency=np.asarray(cols["latency"], dtype=np.float64),
+            prompt=np.asarray(cols["prompt"], dtype=np.float64),
+            completion=np.asarray(cols["completion"], dtype=np.float64),
+            llm=np.asarray(cols["llm"], dtype=bool), token_age=np.asarray(cols["token_age"], dtype=np.float64))
+        kept = int(keep.sum())
+        self.too_late += len(rows) - kept
+        if kept:
+            self._parts.append(batch if kept == len(rows) else batch.take(np.flatnonzero(keep)))
+        return kept
+
+    def close(self, watermark: float) -> WindowTable:
+        """Feature rows of every buffered window that ended at or before `watermark`.
+
+        `float("inf")` closes every open window (the end of a replay); events of those windows that
+        arrive afterwards are dropped as too late.
+        """
+        if not self._parts:
+            return WindowTable.empty()
+        buf = Columns.concat(self._parts)
+        if math.isinf(watermark) and watermark > 0:
+            last = int(buf.win.max())
+        else:
+            last = math.floor(watermark / self.window_seconds) - 1
+        due = buf.win <= last
+        if not due.any():
+            self._parts = [buf]
+            return WindowTable.empty()
+        self._parts = [buf.take(np.flatnonzero(~due))] if not due.all() else []
+        self._closed_through = max(self._closed_through, last)
+        table = self._features(buf.take(np.flatnonzero(due)))
+        self._sweep(last)
+        return table
+
+    def _features(self, cols: Columns) -> WindowTable:
+        _, first = np.unique(cols.eid, return_index=True)  # a redelivered event counts once
+        if len(first) < len(cols):
+            cols = cols.take(np.sort(first))
+        present = cols.slots >= 0
+        ev_idx, kind_idx = np.nonzero(present)  # one row per (event, kind it has an entity for)
+        slot = cols.slots[ev_idx, kind_idx]
+        win = cols.win[ev_idx]
+        order = np.lexsort((cols.ts[ev_idx], win, slot))  # by entity, then window, then time
+        ev_idx, slot, win = ev_idx[order], slot[order], win[order]
+        starts = np.ones(len(slot), dtype=bool)
+        starts[1:] = (slot[1:] != slot[:-1]) | (win[1:] != win[:-1])
+        group = np.cumsum(starts) - 1
+        n_groups = int(group[-1]) + 1
+        head = np.flatnonzero(starts)
+        g_slot, g_win = slot[head], win[head]
+        X = window_aggregates(cols, ev_idx, group, n_groups)
+        ts = cols.ts[ev_idx]
+        first_ts = ts[head]
+        last_ts = ts[np.append(head[1:], len(ts)) - 1]
+        typical, history = self._stateful(g_slot, g_win, X)
+        # Evidence: up to EVIDENCE_IDS events spread evenly over the window (what dominates it, dominates them).
+        rank = np.arange(len(group)) - head[group]
+        size = np.bincount(group, minlength=n_groups)[group]
+        step = np.maximum(1, -(-size // EVIDENCE_IDS))
+        pick = (rank % step) == 0
+        ids: list[list[str]] = [[] for _ in range(n_groups)]
+        for g, eid in zip(group[pick].tolist(), cols.event_id[ev_idx[pick]].tolist(), strict=True):
+            ids[g].append(eid)
+        out = np.lexsort((g_slot, g_win))  # emit in window order (then slot: arrival of the entity)
+        keys = [self._slot_key[s] for s in g_slot[out].tolist()]
+        return WindowTable(
+            kind=np.array([k[0] for k in keys], dtype=np.int8) if keys else np.zeros(0, np.int8),  # type: ignore[index]
+            tenant=[k[1] for k in keys], value=[k[2] for k in keys],  # type: ignore[index]
+            window=g_win[out], first_ts=first_ts[out], last_ts=last_ts[out], X=X[out], typical=typical[out],
+            history=history[out], event_ids=[tuple(ids[g]) for g in out.tolist()])
+
+    def _stateful(self, g_slot: np.ndarray, g_win: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rolling counts and hour shares from the entity state; then fold each window into the state.
+
+        Groups are sorted by (slot, window); the k-th window of every entity is handled in step k, so
+        each step is one vectorised update in which no slot appears twice.
+        """
+        n = len(g_slot)
+        first_of_slot = np.ones(n, dtype=bool)
+        first_of_slot[1:] = g_slot[1:] != g_slot[:-1]
+        head = np.flatnonzero(first_of_slot)
+        rank = np.arange(n) - head[np.cumsum(first_of_slot) - 1]
+        typical = np.full_like(X, np.nan)
+        history = np.zeros(n, dtype=np.int64)
+        r = self.rolling_windows
+        ttl_windows = max(1, self.entity_ttl_seconds // self.window_seconds)
+        hour_of = ((g_win * self.window_seconds) // 3600) % 24
+        sums = [_IDX[f] for f in ROLLING.values()]
+        totals = [_IDX[f] for f in ROLLING]
+        hi = _IDX["hour_share"]
+        for k in range(int(rank.max()) + 1):
+            g = np.flatnonzero(rank == k)
+            s, w = g_slot[g], g_win[g]
+            stale = self._last_w[s] < w - ttl_windows
+            if stale.any():
+                self._reset(s[stale])
+            now = X[g][:, sums]  # (n, len(ROLLING)) this window's amounts
+            ring_w = self._ring_w[s]
+            inside = (ring_w > w[:, None] - r) & (ring_w < w[:, None])
+            X[g[:, None], totals] = now + (self._ring_n[s] * inside[:, :, None]).sum(axis=1)
+            pos = w % r
+            self._ring_w[s, pos] = w
+            self._ring_n[s, pos] = now
+            count = X[g, _IDX["requests"]]
+            h = hour_of[g]
+            hours = self._hours[s]
+            X[g, hi] = (hours[np.arange(len(g)), h] + HOUR_PRIOR / 24.0) / (hours.sum(axis=1) + HOUR_PRIOR)
+            self._hours[s, h] += count
+            seen = self._seen[s]
+            history[g] = seen
+            known = seen > 0
+            typical[g[known]] = self._ema[s[known]]
+            alpha = np.maximum(1.0 / (seen + 1.0), _EMA_FLOOR)[:, None]
+            self._ema[s] += alpha * (transform(X[g]) - self._ema[s])
+            self._seen[s] = seen + 1
+            self._last_w[s] = w
+        return typical, history
+
+    def _sweep(self, last_closed: int) -> None:
+        """Free the slots of entities idle for longer than the TTL (at most once per hour of event time)."""
+        now = (last_closed + 1) * self.window_seconds
+        if now - self._last_sweep < 3600 or not self._keys:
+            return
+        self._last_sweep = now
+        ttl_windows = max(1, self.entity_ttl_seconds // self.window_seconds)
+        used = len(self._slot_key)
+        idle = np.flatnonzero((self._last_w[:used] < last_closed - ttl_windows)
+                              & np.array([k is not None for k in self._slot_key]))
+        if len(idle) == 0:
+            return
+        if self._parts:  # an entity with events still buffered keeps its slot
+            pending = np.unique(np.concatenate([p.slots.ravel() for p in self._parts]))
+            idle = np.setdiff1d(idle, pending)
+        self._reset(idle)
+        for s in idle.tolist():
+            key = self._slot_key[s]
+            assert key is not None
+            del self._keys[key]
+            self._slot_key[s] = None
+            self._free.append(s)
