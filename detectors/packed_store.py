@@ -70,7 +70,7 @@ class PackedStore:
 
     # -- the protocol ------------------------------------------------------------------------------
     def get(self, key: Any) -> Any | None:
-        h = _hkey(key)
+        h = (((hash(key) * _MIX) & _M64) >> 1) or 1  # _hkey, inlined: the hot path
         keys = self._keys
         mask = (1 << self._bits) - 1
         i = h >> (63 - self._bits)

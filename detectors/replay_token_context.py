@@ -41,16 +41,18 @@ use and a third context of the owner, the pair (thief, owner's third context) is
 same token, same subject, so the same alert.
 
 State, per live token until its `exp` + leeway, key `("tctx", tfp)`, in a `PackedStore`. Most
-tokens are only ever used from one context, and such a token is one packed int (about 100 bytes):
-its agent's id, the first use's IPv4 address or the top 48 bits of its IPv6 one (its network, with
+tokens are only ever used from one context, and such a token is one packed int of 128 bits: its
+agent's id, the first use's IPv4 address or the top 48 bits of its IPv6 one (its network, with
 `ipv6_prefix` ≤ 48), the first use's time to the second and the newest use's time to the
 millisecond (exact for the millisecond timestamps gateways write; a finer one is rounded up, so a
-use within the same millisecond counts as not newer). A second context turns it into the object
-form: the first context (network, family, a short agent label, IP, event id, time), the contexts
-already reported, the latest context and event time, and the last few switches for the flapping
-rule — a few short strings. A token whose first use does not pack (an IPv4-mapped IPv6 address, an
-`ipv6_prefix` over 48, no free agent id) takes the object form at once, one used from one context
-for more than 24 days takes it then. Signals are the same either way.
+use within the same millisecond counts as not newer) — four 32-bit words of the store's table
+(bench/detectors.py: 77 bytes per live token for this detector at a million, the entries below
+included). A second context turns it into the object form: the first context (network, family, a
+short agent label, IP, event id, time), the contexts already reported, the latest context and event
+time, and the last few switches for the flapping rule — a few short strings. A token whose first
+use does not pack (an IPv4-mapped IPv6 address, an `ipv6_prefix` over 48, no free agent id) takes
+the object form at once, one used from one context for more than 24 days takes it then. Signals
+are the same either way.
 
 The agent (family, label) is not packed but named by a 16-bit id: `("tctx-agent", family, label)` →
 id and `("tctx-agent", id)` → (family, label), both kept as long as the last token that names them.
@@ -311,7 +313,8 @@ class TokenContextReplayDetector:
             if self._first_packed(state, info.tfp, rec, event.ts, family, label, expires_at):
                 return []
         elif isinstance(st, int):
-            if self._same_context_packed(state, info.tfp, st, rec, event.ts, family, label, expires_at):
+            grows = info.exp is None or event.ts > info.exp
+            if self._same_context_packed(state, info.tfp, st, rec, event.ts, family, label, expires_at, grows):
                 return []
         use = _Use(self.context(rec), rec.client_ip, rec.event_id, event.ts)
         if st is None:  # a first use that does not pack
@@ -345,8 +348,11 @@ class TokenContextReplayDetector:
         return True
 
     def _same_context_packed(self, state: StateStore, tfp: str, packed: int, rec: AccessRecord, ts: float,
-                             family: str, label: str, expires_at: float) -> bool:
-        """Another use of a packed token from its one context: update the int and say True; else False."""
+                             family: str, label: str, expires_at: float, grows: bool) -> bool:
+        """Another use of a packed token from its one context: update the int and say True; else False.
+
+        `grows`: this use may move the token's deadline (it comes after `exp`, or there is none).
+        """
         agent, v6, net, first_s, newest_ms = _unpack(packed)
         bits = _ip_bits(rec.client_ip)
         if bits is None or bits[0] != v6 or not self._same_network(v6, net, bits[1]):
@@ -354,10 +360,10 @@ class TokenContextReplayDetector:
         known = state.get((_AGENT, agent))
         if known is None or known[0] != family:
             return False
-        kept = state.get((_FIRST, tfp))  # (event id, time, IP) of the first use, while kept
+        kept = state.get((_FIRST, tfp)) if ts < first_s + 1 else None  # (event id, time, IP) of the first use
         if kept is not None:  # an earlier use read late becomes the reference (ties: by event id)
             earlier = ts < kept[1] or (ts == kept[1] and rec.event_id < kept[0])
-        else:  # the first use is known to the second only (it was read a while ago)
+        else:  # later than the first use's second, or that use was read a while ago (known to the second)
             earlier = ts < first_s
         newer = ts > _newest_ts(newest_ms)  # only events newer than all seen move the newest time
         if not earlier and not newer:
@@ -375,7 +381,7 @@ class TokenContextReplayDetector:
         state.set(("tctx", tfp), new, expires_at=expires_at)
         if earlier:
             self._keep_first(state, tfp, rec, ts)
-        else:  # the agent's entries live as long as the tokens that name them
+        elif grows:  # the agent's entries live as long as the tokens that name them
             self._agent_id(state, known[0], known[1], expires_at)
         return True
 

@@ -140,14 +140,20 @@ class RevokedUseDetector:
             return
         key = ("rvu", tenant, info.jti)
         seen: _Seen | None = state.get(key)
-        recent = _recent(seen) if seen is not None else []
-        if any(u.event_id == use.event_id for u in recent):
+        if seen is None:
+            state.set(key, (info.exp, info.tfp, info.sub, *use), expires_at=use.ts + self.reorder_seconds)
+            return
+        if use.event_id in seen[_HEAD + 1::4]:
             return  # a redelivered use: nothing new
-        recent = sorted((*recent, use), key=lambda u: (u.ts, u.event_id))
+        recent = _recent(seen)
+        if use.ts > recent[-1].ts:
+            recent.append(use)  # the usual case: the newest use
+        else:
+            recent = sorted((*recent, use), key=lambda u: (u.ts, u.event_id))
         newest = recent[-1].ts
         recent = [u for u in recent if u.ts >= newest - self.reorder_seconds][-_MAX_RECENT:]
-        head = seen[:_HEAD] if seen is not None else (info.exp, info.tfp, info.sub)
-        state.set(key, head + tuple(x for u in recent for x in u), expires_at=newest + self.reorder_seconds)
+        state.set(key, seen[:_HEAD] + tuple(x for u in recent for x in u),
+                  expires_at=newest + self.reorder_seconds)
 
     # -- revocations ----------------------------------------------------------------------------
     def _revoked(self, event: Event, rec: TokenRecord, state: StateStore) -> list[Signal]:
