@@ -99,8 +99,11 @@ def main() -> int:
                 param = {"subject": "sub", "ip": "ip", "client": "client_id"}[ent["kind"]]
                 risk = _get(f"{base}/v1/risk?{param}={urllib.parse.quote(ent['value'])}", creds["gateway"])
                 print(f"    GET /v1/risk?{param}=... -> score {risk['score']}, action {risk['action']}")
-        print(f"attack events simulated (labels): {sum(labelled.values())} across {len(labelled)} types;"
-              " detectors for the other types land with the detectors issue")
+        missing = sorted(set(labelled) - set(by_type))
+        print(f"attack events simulated (labels): {sum(labelled.values())} across {len(labelled)} types"
+              + (f"; no alert yet for: {', '.join(missing)}" if missing else ""))
+        if "anomaly.behaviour" in missing:
+            print("  (anomaly.behaviour needs a model: `gatewatch train HISTORY.jsonl` on clean history)")
         print(f"\nAPI      : {base}/v1/alerts   (Authorization: Bearer <key>)")
         print(f"keys     : {demo_dir / 'keys' / 'credentials.json'} (analyst, gateway, viewer-acme)")
         print(f"try      : curl -s -H \"Authorization: Bearer $(jq -r .analyst {demo_dir}/keys/credentials.json)\" "
