@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 
 from detectors.replay_refresh_reuse import RefreshReuseDetector
 from detectors.state import MemoryStore
-from gatewatch.pipeline import Pipeline
-from gatewatch.simulate import SimulationSpec, build, generate_with
+from gatewatch.simulate import SimulationSpec
 from ingest.decode import EventDecoder
 from ingest.events import Source
+from tests.detectors.simulated import run_simulated
 from tests.conftest import T0
 from tests.events import raw, token_event
 
@@ -149,25 +148,8 @@ def test_state_is_bounded_by_remember_seconds(decode) -> None:
 
 
 # -- in simulated traffic -------------------------------------------------------------------------
-class _Section:  # the [detectors.replay_refresh_reuse] defaults, until the settings class is registered
-    enabled = True
-    grace_seconds = 10
-    remember_seconds = 86_400
-
-
 def _run(minter, settings, validator, spec):
-    sim = build(spec, minter)
-    lines, labels = [], []
-    for ev in generate_with(sim):
-        lines.append(json.dumps(ev.event).encode())
-        labels += [(ev.event["event_id"], lab) for lab in ev.labels]
-    pipe = Pipeline.from_settings(settings, validator)
-    if not any(d.name == RefreshReuseDetector.name for d in pipe.detectors):  # not registered yet: add it
-        det = RefreshReuseDetector.from_config(getattr(settings.detectors, "replay_refresh_reuse", None) or _Section(), settings.tokens)
-        pipe.detectors.append(det)
-        pipe.stores[det.name] = MemoryStore()
-    alerts = pipe.process([(line, None) for line in lines]).alerts
-    return [a for a in alerts if a.type == "replay.refresh_reuse"], labels, sim.stats
+    return run_simulated(minter, settings, validator, spec, "replay.refresh_reuse")
 
 
 def test_caught_in_simulated_traffic(minter, settings, validator) -> None:

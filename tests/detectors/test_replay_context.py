@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 
 from detectors.packed_store import PackedStore
 from detectors.replay_token_context import TokenContextReplayDetector, classify_agent, network_of
 from detectors.state import MemoryStore
-from gatewatch.pipeline import Pipeline
-from gatewatch.simulate import SimulationSpec, build, generate_with
+from gatewatch.simulate import SimulationSpec
 from ingest.decode import EventDecoder
 from ingest.events import Source
+from tests.detectors.simulated import run_simulated
 from tests.conftest import T0
 from tests.events import access, raw
 
@@ -251,28 +250,8 @@ def test_theft_long_after_the_first_use_names_it_by_time_and_ip(decode, tok) -> 
 
 
 # -- in simulated traffic -------------------------------------------------------------------------
-class _Section:  # the [detectors.replay_token_context] defaults, until the settings class is registered
-    enabled = True
-    ipv4_prefix = 16
-    ipv6_prefix = 48
-    flap_switches = 5
-    flap_window_seconds = 120
-
-
 def _run(minter, settings, validator, spec):
-    sim = build(spec, minter)
-    lines, labels = [], []
-    for ev in generate_with(sim):
-        lines.append(json.dumps(ev.event).encode())
-        labels += [(ev.event["event_id"], lab) for lab in ev.labels]
-    pipe = Pipeline.from_settings(settings, validator)
-    if not any(d.name == TokenContextReplayDetector.name for d in pipe.detectors):  # not registered yet: add it
-        det = TokenContextReplayDetector.from_config(getattr(settings.detectors, "replay_token_context", None)
-                                                     or _Section(), settings.tokens)
-        pipe.detectors.append(det)
-        pipe.stores[det.name] = MemoryStore()
-    alerts = pipe.process([(line, None) for line in lines]).alerts
-    return [a for a in alerts if a.type == "replay.token_context"], labels, sim.stats
+    return run_simulated(minter, settings, validator, spec, "replay.token_context")
 
 
 def test_caught_in_simulated_traffic(minter, settings, validator) -> None:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 
 from detectors.packed_store import PackedStore
 from detectors.state import MemoryStore
 from detectors.token_revoked_use import RevokedUseDetector
-from gatewatch.pipeline import Pipeline
-from gatewatch.simulate import SimulationSpec, build, generate_with
+from gatewatch.simulate import SimulationSpec
 from ingest.decode import EventDecoder
 from ingest.events import Source
+from tests.detectors.simulated import run_simulated
 from tests.conftest import T0
 from tests.events import access, raw, token_event
 
@@ -168,26 +167,8 @@ def test_an_earlier_revocation_read_late_takes_over(decode, tok) -> None:
 
 
 # -- in simulated traffic -------------------------------------------------------------------------
-class _Section:  # the [detectors.token_revoked_use] defaults, until the settings class is registered
-    enabled = True
-    grace_seconds = 5
-    remember_seconds = 86_400
-    reorder_seconds = 30
-
-
 def _run(minter, settings, validator, spec):
-    sim = build(spec, minter)
-    lines, labels = [], []
-    for ev in generate_with(sim):
-        lines.append(json.dumps(ev.event).encode())
-        labels += [(ev.event["event_id"], lab) for lab in ev.labels]
-    pipe = Pipeline.from_settings(settings, validator)
-    if not any(d.name == RevokedUseDetector.name for d in pipe.detectors):  # not registered yet: add it
-        det = RevokedUseDetector.from_config(getattr(settings.detectors, "token_revoked_use", None) or _Section(), settings.tokens)
-        pipe.detectors.append(det)
-        pipe.stores[det.name] = MemoryStore()
-    alerts = pipe.process([(line, None) for line in lines]).alerts
-    return [a for a in alerts if a.type == "token.revoked_use"], labels, sim.stats
+    return run_simulated(minter, settings, validator, spec, "token.revoked_use")
 
 
 def test_caught_in_simulated_traffic(minter, settings, validator) -> None:
