@@ -84,6 +84,11 @@ class PackedStore:
         words = self._words
         if k & _OBJ:
             return self._objs[words[0][i]]
+        n = len(words)
+        if n == 1:
+            return words[0][i]
+        if n == 2:
+            return words[0][i] | words[1][i] << 32
         value = 0
         for w in reversed(words):
             value = value << _WORD | w[i]
@@ -100,7 +105,7 @@ class PackedStore:
             need = 1
         while len(self._words) < need:
             self._words.append(_zeros("I", len(self._keys)))
-        h = _hkey(key)
+        h = (((hash(key) * _MIX) & _M64) >> 1) or 1  # _hkey, inlined
         i, old = self._find(h)
         if not old:
             if (self._n + 1) * 4 > len(self._keys) * 3:
@@ -136,21 +141,28 @@ class PackedStore:
         self._remove(i)
 
     def expire(self, watermark: float) -> int:
-        """Drop what expired before the watermark: one vectorised pass and a rebuild, O(slots)."""
+        """Drop what expired before the watermark: one vectorised pass, O(slots), then the few dead
+        entries removed one by one, or else the table rebuilt without them (and halved while under a
+        quarter full)."""
         if not self._n or not watermark >= 1:  # deadlines are ≥ 1 (and -inf, nan expire nothing)
             return 0
         cut = int(min(watermark, _DEADLINE_MAX))
         keys = np.frombuffer(self._keys, dtype=np.uint64)
-        dead = (keys != 0) & (np.frombuffer(self._deadlines, dtype=np.uint32) <= cut)
-        dropped = int(np.count_nonzero(dead))
-        if not dropped and self._freed * 2 < len(self._objs):
+        dead = np.flatnonzero((keys != 0) & (np.frombuffer(self._deadlines, dtype=np.uint32) <= cut))
+        dropped = len(dead)
+        compact = self._freed and self._freed * 2 >= len(self._objs)
+        if not dropped and not compact:
             return 0
-        objs = np.flatnonzero(dead & (keys >= _OBJ))
-        if len(objs):
-            index = np.frombuffer(self._words[0], dtype=np.uint32)[objs]
-            for j in index.tolist():
-                self._free(j)
-        del keys, dead
+        words0 = np.frombuffer(self._words[0], dtype=np.uint32) if self._words else None
+        hashes = keys[dead]
+        for j in words0[dead[hashes >= _OBJ]].tolist() if words0 is not None else ():
+            self._free(j)
+        del keys, words0
+        if dropped * 8 < self._n and not compact:
+            for h in (hashes & np.uint64(_KEY_MASK)).tolist():
+                self._remove(self._find(h)[0])
+            self._n -= dropped
+            return dropped
         survivors = self._n - dropped
         bits = self._bits
         while bits > _MIN_BITS and survivors * 4 < (1 << bits):
