@@ -73,7 +73,9 @@ class Worker:
         while not self._stop:
             polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
             if not polled:
-                if opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
+                if not self.consumer.assignment():
+                    last_data = self.clock()  # still joining the group: waiting is not idleness
+                elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
                     break
                 continue
             last_data = self.clock()
