@@ -46,7 +46,7 @@ agent's id, the first use's IPv4 address or the top 48 bits of its IPv6 one (its
 `ipv6_prefix` ≤ 48), the first use's time to the second and the newest use's time to the
 millisecond (exact for the millisecond timestamps gateways write; a finer one is rounded up, so a
 use within the same millisecond counts as not newer) — four 32-bit words of the store's table
-(bench/detectors.py: 77 bytes per live token for this detector at a million, the entries below
+(bench/detectors.py: 78 bytes per live token for this detector at a million, the entries below
 included). A second context turns it into the object form: the first context (network, family, a
 short agent label, IP, event id, time), the contexts already reported, the latest context and event
 time, and the last few switches for the flapping rule — a few short strings. A token whose first
