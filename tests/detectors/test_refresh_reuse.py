@@ -11,7 +11,7 @@ from detectors.state import MemoryStore
 from gatewatch.simulate import SimulationSpec
 from ingest.decode import EventDecoder
 from ingest.events import Source
-from tests.detectors.simulated import run_simulated
+from tests.detectors.helpers import observe, run_simulated, within_lateness
 from tests.conftest import T0
 from tests.events import raw, token_event
 
@@ -26,14 +26,6 @@ def refreshed(eid, ts, presented, issued, **fields):
 def decode():
     dec = EventDecoder(validator=None, max_event_bytes=65536)
     return lambda recs: [dec.decode(raw(r), Source("t", 0, i)) for i, r in enumerate(recs)]
-
-
-def observe(det, events, store=None):
-    store = store if store is not None else MemoryStore()
-    out = []
-    for ev in events:
-        out += det.observe(ev, store)
-    return out
 
 
 def test_rotated_token_presented_again_later(decode) -> None:
@@ -107,15 +99,6 @@ def test_redelivery_never_signals(decode) -> None:
     assert [s.event_ids for s in once] == [("r1", "x1"), ("r1", "x2")]
     assert observe(det, events, store) == [] and observe(det, events[::-1], store) == []
     assert [s.event_ids for s in observe(det, events + events)] == [s.event_ids for s in once]
-
-
-def within_lateness(order, lateness=30.0):
-    newest = float("-inf")
-    for ev in order:
-        if ev.ts < newest - lateness:
-            return False
-        newest = max(newest, ev.ts)
-    return True
 
 
 def test_out_of_order_within_30s_gives_the_same_event_sets(decode) -> None:

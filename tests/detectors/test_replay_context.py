@@ -12,7 +12,7 @@ from detectors.state import MemoryStore
 from gatewatch.simulate import SimulationSpec
 from ingest.decode import EventDecoder
 from ingest.events import Source
-from tests.detectors.simulated import run_simulated
+from tests.detectors.helpers import observe, run_simulated, within_lateness
 from tests.conftest import T0
 from tests.events import access, raw
 
@@ -36,14 +36,6 @@ def decode(validator):
 @pytest.fixture(scope="module")
 def tok(minter):
     return minter.mint({"sub": "alice", "client_id": "acme-web", "exp": T0 + 3600, "iat": T0})
-
-
-def observe(det, events, store=None):
-    store = store if store is not None else MemoryStore()
-    out = []
-    for ev in events:
-        out += det.observe(ev, store)
-    return out
 
 
 def test_classify_agent_families() -> None:
@@ -169,16 +161,6 @@ def test_redelivery_never_signals(decode, tok) -> None:
     twice = observe(det, events, store)
     assert observe(det, events, store) == [] and observe(det, events[::-1], store) == []
     assert [s.event_ids for s in twice] == [s.event_ids for s in once]
-
-
-def within_lateness(order, lateness=30.0):
-    """No event arrives after an event more than `lateness` seconds newer than itself."""
-    newest = float("-inf")
-    for ev in order:
-        if ev.ts < newest - lateness:
-            return False
-        newest = max(newest, ev.ts)
-    return True
 
 
 def test_out_of_order_within_30s_gives_the_same_event_sets(decode, tok) -> None:

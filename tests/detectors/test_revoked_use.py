@@ -12,7 +12,7 @@ from detectors.token_revoked_use import RevokedUseDetector
 from gatewatch.simulate import SimulationSpec
 from ingest.decode import EventDecoder
 from ingest.events import Source
-from tests.detectors.simulated import run_simulated
+from tests.detectors.helpers import observe, run_simulated, within_lateness
 from tests.conftest import T0
 from tests.events import access, raw, token_event
 
@@ -31,14 +31,6 @@ def tok(minter):
 
 def revoked(eid, ts, jti="j-1", **fields):
     return token_event(eid, ts, "revoked", jti=jti, sub="alice", client_id="acme-web", **fields)
-
-
-def observe(det, events, store=None):
-    store = store if store is not None else MemoryStore()
-    out = []
-    for ev in events:
-        out += det.observe(ev, store)
-    return out
 
 
 def test_use_after_revocation(decode, tok, minter) -> None:
@@ -128,15 +120,6 @@ def test_redelivery_never_signals(decode, tok) -> None:
     assert [s.event_ids for s in once] == [("k1", "e2"), ("k1", "e3")]
     assert observe(det, events, store) == [] and observe(det, events[::-1], store) == []
     assert [s.event_ids for s in observe(det, events + events)] == [s.event_ids for s in once]
-
-
-def within_lateness(order, lateness=30.0):
-    newest = float("-inf")
-    for ev in order:
-        if ev.ts < newest - lateness:
-            return False
-        newest = max(newest, ev.ts)
-    return True
 
 
 def test_out_of_order_within_30s_gives_the_same_event_sets(decode, tok) -> None:
