@@ -37,7 +37,7 @@ RISK_KINDS: tuple[str, ...] = ("subject", "client", "ip", "token")
 _TFP = re.compile(r"^[0-9a-f]{16}$")
 _MAX_CURSOR_CHARS = 1024
 _RISK_CACHE_MAX = 100_000
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: alerts.suppressed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     risk          REAL NOT NULL,
     status        TEXT NOT NULL,
     assignee      TEXT,
+    suppressed    INTEGER NOT NULL DEFAULT 0,
     body          TEXT NOT NULL,
     updated_seq   INTEGER NOT NULL
 );
@@ -75,6 +76,11 @@ CREATE TABLE IF NOT EXISTS risk (
     PRIMARY KEY (tenant, kind, value)
 );
 CREATE INDEX IF NOT EXISTS risk_entity ON risk (kind, value);
+CREATE TABLE IF NOT EXISTS meta (
+    key      TEXT PRIMARY KEY,
+    value    TEXT NOT NULL,
+    updated  TEXT NOT NULL
+);
 """
 
 
@@ -212,7 +218,7 @@ class AlertStore:
             # FULL: a committed batch survives a power cut, since Kafka offsets are committed after it.
             self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        self._migrate()
         self._risk_cache: dict[tuple[str, str], tuple[RiskUpdate, ...]] = {}
         self._data_version = self._current_data_version()
 
@@ -270,9 +276,11 @@ class AlertStore:
                     severity: str | Collection[str] | None = None,
                     type: str | Collection[str] | None = None,  # noqa: A002 - the API's filter name
                     tenant: str | None = None, entity: str | None = None, since: str | None = None,
-                    until: str | None = None, cursor: str | None = None,
+                    until: str | None = None, cursor: str | None = None, suppressed: bool | None = None,
                     limit: int = 100) -> tuple[list[StoredAlert], str | None]:
         """Newest first by (last_seen, id); returns a page and the cursor of the next one (or None).
+
+        `suppressed`: None = muted and unmuted alike, False = only unmuted, True = only muted ones.
 
         Raises `StoreQueryError` (a ValueError) for a bad filter value and `BadCursor` for a bad cursor.
         """
@@ -312,6 +320,9 @@ class AlertStore:
             else:
                 where.append("entity_value = ?")
                 args.append(entity)
+        if suppressed is not None:
+            where.append("suppressed = ?")
+            args.append(int(suppressed))
         if since is not None:
             where.append("last_seen >= ?")
             args.append(normalise_ts(since, "since"))
@@ -376,6 +387,27 @@ class AlertStore:
             rows = self._db.execute("SELECT type, COUNT(*) FROM alerts GROUP BY type ORDER BY type").fetchall()
         return {t: int(n) for t, n in rows}
 
+    def counts(self, tenants: Collection[str] | None = None) -> dict[str, Any]:
+        """Alert counts in the allowed tenants (None = all): total, suppressed, and by type/tenant/status/
+        severity — suppressed alerts included, since muting must never make an alert uncountable."""
+        where, args = "", []
+        if tenants is not None:
+            allowed = sorted(set(tenants))
+            if not allowed:
+                return {"total": 0, "suppressed": 0, "by_type": {}, "by_tenant": {}, "by_status": {},
+                        "by_severity": {}}
+            where, args = f" WHERE tenant IN ({','.join('?' * len(allowed))})", allowed
+        out: dict[str, Any] = {}
+        with self._lock:
+            total, muted = self._db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(suppressed), 0) FROM alerts{where}", args).fetchone()
+            out["total"], out["suppressed"] = int(total), int(muted)
+            for column in ("type", "tenant", "status", "severity"):
+                rows = self._db.execute(f"SELECT {column}, COUNT(*) FROM alerts{where} GROUP BY {column} "
+                                        f"ORDER BY {column}", args).fetchall()
+                out[f"by_{column}"] = {k: int(n) for k, n in rows}
+        return out
+
     def max_seq(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(updated_seq), 0) FROM alerts").fetchone()[0])
@@ -437,7 +469,33 @@ class AlertStore:
         out.sort(key=lambda r: (-r.score, r.kind, r.value, r.tenant))
         return out
 
+    # -- status that writers leave for readers (e.g. the worker's model status for /readyz) -------
+    def set_meta(self, key: str, value: dict[str, Any]) -> None:
+        with self._lock, self._transaction():
+            self._db.execute("INSERT INTO meta (key, value, updated) VALUES (?, ?, ?) ON CONFLICT (key) DO "
+                             "UPDATE SET value = excluded.value, updated = excluded.updated",
+                             (key, json.dumps(value, sort_keys=True), utc_now()))
+
+    def get_meta(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """The value and when it was written (wall clock, RFC 3339), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT value, updated FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (json.loads(row[0]), row[1])
+
     # -- internals --------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Bring a store written by an older version up to this schema (columns are only ever added)."""
+        with self._lock, self._transaction():
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(alerts)")}
+            if "suppressed" not in columns:  # version 1
+                self._db.execute("ALTER TABLE alerts ADD COLUMN suppressed INTEGER NOT NULL DEFAULT 0")
+                for aid, body in self._db.execute("SELECT id, body FROM alerts").fetchall():
+                    if json.loads(body).get("suppression"):
+                        self._db.execute("UPDATE alerts SET suppressed = 1 WHERE id = ?", (aid,))
+            self._db.execute("CREATE INDEX IF NOT EXISTS alerts_suppressed ON alerts (suppressed, status, "
+                             "last_seen DESC, id DESC)")
+            self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
     def _transaction(self) -> _Tx:
         return _Tx(self._db)
 
@@ -447,15 +505,17 @@ class AlertStore:
     def _write(self, a: StoredAlert, seq: int) -> None:
         self._db.execute(
             "INSERT INTO alerts (id, type, severity, tenant, entity_kind, entity_value, first_seen, last_seen, "
-            "count, risk, status, assignee, body, updated_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "count, risk, status, assignee, suppressed, body, updated_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET type = excluded.type, severity = excluded.severity, "
             "tenant = excluded.tenant, entity_kind = excluded.entity_kind, "
             "entity_value = excluded.entity_value, first_seen = excluded.first_seen, "
             "last_seen = excluded.last_seen, count = excluded.count, risk = excluded.risk, "
-            "status = excluded.status, assignee = excluded.assignee, body = excluded.body, "
+            "status = excluded.status, assignee = excluded.assignee, suppressed = excluded.suppressed, "
+            "body = excluded.body, "
             "updated_seq = excluded.updated_seq",
             (a.id, a.type, a.severity, a.tenant, a.entity.kind, a.entity.value, a.first_seen, a.last_seen,
-             a.count, a.risk, a.status, a.assignee, _body(a), seq))
+             a.count, a.risk, a.status, a.assignee, int(a.suppression is not None), _body(a), seq))
 
     def _read_risk(self, kind: str, value: str) -> tuple[RiskUpdate, ...]:
         rows = self._db.execute(

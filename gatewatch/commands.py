@@ -63,9 +63,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gatewatch.topics import ensure_topics
     from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
 
+    from api.routes.health import MODEL_STATUS_KEY
+
     settings = _settings(args)
     pipeline = _pipeline(settings)
     store = _store(settings)
+    behaviour = pipeline.behaviour
+    store.set_meta(MODEL_STATUS_KEY, {"status": behaviour.status, "reason": behaviour.reason})
+    if behaviour.status != "active":
+        print(f"gatewatch run: anomaly.behaviour is silent: {behaviour.reason}", file=sys.stderr)
     k = settings.kafka
     try:
         ensure_topics(k)

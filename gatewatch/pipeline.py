@@ -59,7 +59,8 @@ class PipelineStats:
 class Pipeline:
     def __init__(self, *, decoder: EventDecoder, detectors: Sequence[Detector], alerts: AlertBuilder,
                  risk: RiskEngine, lateness_seconds: float = 30.0,
-                 stores: dict[str, StateStore] | None = None, behaviour: BehaviourScorer | None = None) -> None:
+                 stores: dict[str, StateStore] | None = None, behaviour: BehaviourScorer | None = None,
+                 risk_refresh_seconds: float = 60.0) -> None:
         self.decoder = decoder
         self.detectors = list(detectors)
         self.alerts = alerts
@@ -71,6 +72,8 @@ class Pipeline:
         self.max_event_time = float("-inf")
         self.stats = PipelineStats()
         self._last_expiry = float("-inf")
+        self.risk_refresh_seconds = risk_refresh_seconds
+        self._last_refresh = float("-inf")
 
     @classmethod
     def from_settings(cls, settings: Any, validator: TokenValidator | None) -> Pipeline:
@@ -88,11 +91,12 @@ class Pipeline:
         return cls(
             decoder=EventDecoder(validator=validator, max_event_bytes=settings.limits.max_event_bytes),
             detectors=detectors,
-            alerts=AlertBuilder(group_seconds=sc.alert_group_seconds),
+            alerts=AlertBuilder(group_seconds=sc.alert_group_seconds, suppressions=sc.suppression_rules()),
             risk=RiskEngine(half_life_seconds=sc.half_life_seconds, step_up_at=sc.step_up_at,
                             deny_at=sc.deny_at, top_reasons=sc.top_reasons),
             lateness_seconds=sc.lateness_seconds,
             behaviour=BehaviourScorer.from_config(sc, settings.model),  # a tampered model: ModelError here
+            risk_refresh_seconds=sc.risk_refresh_seconds,
         )
 
     @property
@@ -142,6 +146,7 @@ class Pipeline:
             self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
             for signal in self.behaviour.flush(self.watermark):
                 self._signal(signal, result, changed, risk)
+        self._refresh_risk(risk)
         result.alerts = [self.alerts.get(aid) for aid in changed]
         result.risk = list(risk.values())
         self.stats.events += len(events)
@@ -173,6 +178,20 @@ class Pipeline:
         aid = self.alerts.add(signal, updates[0].score if updates else 0.0)
         if aid is not None:
             changed[aid] = None
+
+    def _refresh_risk(self, risk: dict[tuple[str, str, str], RiskUpdate]) -> None:
+        """Decay on event time: at each `risk_refresh_seconds` boundary the watermark passes, re-report
+        the entities whose risk has fallen (the boundary, not the watermark, so batching matters less)."""
+        if self.watermark == float("-inf"):
+            return
+        at = (self.watermark // self.risk_refresh_seconds) * self.risk_refresh_seconds
+        if at <= self._last_refresh:
+            return
+        self._last_refresh = at
+        for u in self.risk.refresh(at):
+            key = (u.tenant, u.kind, u.value)
+            if key not in risk or risk[key].ts < u.ts:
+                risk[key] = u
 
     def _expire(self) -> None:
         wm = self.watermark

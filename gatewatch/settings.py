@@ -12,9 +12,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ingest.errors import ConfigError
+from ingest.decode import parse_ts
+from ingest.errors import ConfigError, DecodeError
+from scoring.suppression import SuppressionRule, Suppressions
 
 
 class _Section(BaseModel):
@@ -211,6 +213,36 @@ class DetectorsSettings(_Section):
     token_jti_collision: JtiCollisionSettings = JtiCollisionSettings()
 
 
+class SuppressionSettings(_Section):
+    """One `[[scoring.suppressions]]` rule (scoring/suppression.py): matching alerts are stored, not open."""
+
+    id: str = Field(min_length=1, max_length=200)
+    type: str = Field(min_length=1, max_length=200)  # alert type or glob, e.g. "traffic.*"
+    entity: str = Field(min_length=1, max_length=1000)  # "kind:glob" (e.g. "ip:10.20.*") or a glob on the value
+    tenant: str = Field("*", min_length=1, max_length=200)
+    owner: str = Field(min_length=1, max_length=200)  # who answers for the mute
+    expires: str  # RFC 3339 with a zone; compared with event time. Every mute ends.
+    reason: str = Field("", max_length=1000)
+
+    @field_validator("expires")
+    @classmethod
+    def _rfc3339(cls, v: str) -> str:
+        try:
+            parse_ts(v)
+        except DecodeError:
+            raise ValueError("expected an RFC 3339 time with a zone, e.g. 2026-12-31T00:00:00Z") from None
+        return v
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> SuppressionSettings:
+        self.rule()  # ValueError("entity: ...") names the field
+        return self
+
+    def rule(self) -> SuppressionRule:
+        return SuppressionRule.checked(id=self.id, type=self.type, entity=self.entity, tenant=self.tenant,
+                                       owner=self.owner, expires=parse_ts(self.expires), reason=self.reason)
+
+
 class ScoringSettings(_Section):
     lateness_seconds: int = Field(30, ge=0, le=86_400)
     half_life_seconds: int = Field(1800, ge=1)
@@ -223,6 +255,20 @@ class ScoringSettings(_Section):
     anomaly_threshold: float = Field(0.99, ge=0.5, le=1.0)
     anomaly_min_excess: float = Field(1.25, ge=0.0, le=100.0)
     anomaly_entity_ttl_seconds: int = Field(7 * 86_400, ge=3600)  # an idle entity's history is forgotten
+    # Every this-many seconds of event time, entities whose risk has decayed get a fresh row in the risk table
+    risk_refresh_seconds: int = Field(60, ge=1, le=86_400)
+    suppressions: list[SuppressionSettings] = []
+
+    @field_validator("suppressions")
+    @classmethod
+    def _unique_ids(cls, v: list[SuppressionSettings]) -> list[SuppressionSettings]:
+        ids = [s.id for s in v]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two suppression rules share an id")
+        return v
+
+    def suppression_rules(self) -> Suppressions:
+        return Suppressions(s.rule() for s in self.suppressions)
 
 
 class ApiSettings(_Section):

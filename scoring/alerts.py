@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from detectors.base import Signal
+from scoring.suppression import Suppressions
 
 Severity = Literal["low", "medium", "high", "critical"]
 Status = Literal["open", "acknowledged", "resolved", "false_positive"]
@@ -46,6 +47,15 @@ class Note(BaseModel):
     text: str
 
 
+class Suppression(BaseModel):
+    """The rule that mutes an alert: stored and counted, not shown as open (scoring/suppression.py)."""
+
+    rule: str
+    owner: str
+    expires: str
+    reason: str = ""
+
+
 class Alert(BaseModel):
     id: str
     type: str
@@ -61,6 +71,7 @@ class Alert(BaseModel):
     status: Status = "open"
     assignee: str | None = None
     notes: list[Note] = []
+    suppression: Suppression | None = None
 
 
 def alert_id(type_: str, tenant: str, kind: str, value: str, bucket: int) -> str:
@@ -94,8 +105,9 @@ class _Open:
 class AlertBuilder:
     """Folds signals into alerts; holds the alerts of open buckets until the watermark passes them."""
 
-    def __init__(self, *, group_seconds: int = 3600) -> None:
+    def __init__(self, *, group_seconds: int = 3600, suppressions: Suppressions | None = None) -> None:
         self.group_seconds = group_seconds
+        self.suppressions = suppressions if suppressions is not None else Suppressions()
         self._open: dict[str, _Open] = {}
 
     def add(self, signal: Signal, risk: float) -> str | None:
@@ -125,6 +137,8 @@ class AlertBuilder:
         else:
             reasons = cur.alert.reasons if cur.alert is not None else list(signal.reasons)
         risk = max(risk, cur.alert.risk if cur.alert is not None else 0.0)
+        # Muted while the newest signal is before the rule's expiry: a later signal surfaces it again.
+        rule = self.suppressions.match(signal.type, signal.tenant, ent.kind, ent.value, cur.last)
         cur.alert = Alert(
             id=aid, type=signal.type, severity=severity_for(signal.type, cur.strength, risk),  # type: ignore[arg-type]
             tenant=signal.tenant, entity=EntityRef(kind=ent.kind, value=ent.value),  # type: ignore[arg-type]
@@ -133,6 +147,8 @@ class AlertBuilder:
             evidence={"event_ids": list(cur.event_ids), "token_fps": list(cur.token_fps),
                       "figures": cur.figures,
                       "entities": [{"kind": e.kind, "value": e.value} for e in signal.entities]},
+            suppression=None if rule is None else Suppression(
+                rule=rule.id, owner=rule.owner, expires=rfc3339(rule.expires), reason=rule.reason),
         )
         return aid
 

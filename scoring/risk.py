@@ -4,7 +4,9 @@
 
 A signal's contribution is weight × strength; the top contributions are kept as reasons. Levels and
 actions come from two thresholds (`step_up_at`, `deny_at`). The result is written to the risk table,
-so the gateway's look-up is a read, never this computation.
+so the gateway's look-up is a read, never this computation. Risk also falls while an entity is quiet:
+`refresh(at)` (called by the pipeline as the watermark passes) re-scores the entities it has reported
+and returns a new row for each whose score moved by a point or more, down to a last row of 0.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _NEGLIGIBLE = 0.005  # a contribution decayed below this counts for nothing (in 
 # Signals can be somewhat older than the watermark (a behaviour window is scored when the watermark has
 # passed its end): `expire` keeps what might still count for a signal up to this much older.
 _EXPIRY_MARGIN_SECONDS = 3600.0
+_REFRESH_STEP = 1.0  # points: a decayed score is re-reported once it moved at least this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class RiskEngine:
         self.top_reasons = top_reasons
         self.weights = dict(WEIGHTS if weights is None else weights)
         self._entities: dict[tuple[str, str, str], list[_Contribution]] = {}
+        # What the risk table holds per entity, as (score, level, ts) of the last update returned.
+        self._reported: dict[tuple[str, str, str], tuple[float, str, float]] = {}
 
     def _decayed(self, c: _Contribution, at: float) -> float:
         return c.amount * 0.5 ** (max(0.0, at - c.ts) / self.half_life_seconds)
@@ -97,6 +102,26 @@ class RiskEngine:
             level, action = self.level(score)
             updates.append(RiskUpdate(entity.kind, entity.value, signal.tenant, score, level, action,
                                       reasons, signal.ts))
+            self._reported[key] = (score, level, max(signal.ts, self._reported.get(key, (0, "", 0.0))[2]))
+        return updates
+
+    def refresh(self, at: float) -> list[RiskUpdate]:
+        """Rows for the entities whose reported risk has decayed by a point or more (or changed level) by
+        event time `at`; an entity whose signals have all faded gets a last row of 0 and is forgotten."""
+        updates = []
+        for key, (reported, reported_level, reported_ts) in list(self._reported.items()):
+            if reported_ts >= at:  # a signal at or after `at` wrote a newer row already
+                continue
+            tenant, kind, value = key
+            score, reasons = self.score(tenant, Entity(kind, value), at)  # type: ignore[arg-type]
+            level, action = self.level(score)
+            if abs(score - reported) < _REFRESH_STEP and level == reported_level and score > 0:
+                continue
+            updates.append(RiskUpdate(kind, value, tenant, score, level, action, reasons, at))
+            if score > 0:
+                self._reported[key] = (score, level, at)
+            else:
+                del self._reported[key]
         return updates
 
     def expire(self, watermark: float) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -46,6 +46,13 @@ class AuditOut(BaseModel):
     to: Any = None
 
 
+class SuppressionOut(BaseModel):
+    rule: str
+    owner: str
+    expires: str
+    reason: str
+
+
 class AlertOut(BaseModel):
     """An alert as CONTRACT.md §5 describes it, plus its triage audit trail."""
 
@@ -64,6 +71,8 @@ class AlertOut(BaseModel):
     assignee: str | None
     notes: list[NoteOut]
     audit: list[AuditOut]
+    suppression: SuppressionOut | None = Field(
+        None, description="the rule muting this alert: stored and counted, hidden from the queue by default")
 
     @classmethod
     def of(cls, alert: StoredAlert) -> AlertOut:
@@ -73,6 +82,17 @@ class AlertOut(BaseModel):
 class AlertPage(BaseModel):
     items: list[AlertOut]
     next_cursor: str | None
+
+
+class AlertCounts(BaseModel):
+    """Counts over every alert the caller may see, muted ones included (`suppressed` says how many)."""
+
+    total: int
+    suppressed: int
+    by_type: dict[str, int]
+    by_tenant: dict[str, int]
+    by_status: dict[str, int]
+    by_severity: dict[str, int]
 
 
 class AlertPatch(BaseModel):
@@ -89,6 +109,9 @@ class AlertPatch(BaseModel):
         if not self.model_fields_set:
             raise ValueError("give at least one of status, assignee, note")
         return self
+
+
+_SUPPRESSED: dict[str, bool | None] = {"exclude": False, "include": None, "only": True}
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -115,15 +138,22 @@ def list_alerts(
     until: Annotated[str | None, Query(max_length=64, description="RFC 3339; on last_seen")] = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    suppressed: Annotated[Literal["exclude", "include", "only"], Query(
+        description="alerts muted by a suppression rule: hidden (default), shown too, or only those")] = "exclude",
 ) -> AlertPage:
     try:
         items, next_cursor = store.list_alerts(
             tenants=principal.tenant_filter(), status=_split(status), severity=_split(severity),
             type=_split(type_), tenant=tenant, entity=entity, since=since, until=until, cursor=cursor,
-            limit=limit)
+            limit=limit, suppressed=_SUPPRESSED[suppressed])
     except StoreQueryError as exc:
         raise _query_error(exc) from None
     return AlertPage(items=[AlertOut.of(a) for a in items], next_cursor=next_cursor)
+
+
+@router.get("/counts", response_model=AlertCounts, responses=_ERRORS)
+def count_alerts(principal: Reader, store: StoreDep) -> AlertCounts:
+    return AlertCounts(**store.counts(principal.tenant_filter()))
 
 
 @router.get("/{alert_id}", response_model=AlertOut,

@@ -1,4 +1,9 @@
-"""Liveness and readiness (no credential needed)."""
+"""Liveness and readiness (no credential needed).
+
+Readiness lists its checks: the store, whatever the caller adds (e.g. Kafka), and `model`: what the
+worker last reported about the behaviour model. A missing model does not make the service unready
+(rule detectors work without it) but the detail says that `anomaly.behaviour` is silent.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.routes import StoreDep
+from api.store import AlertStore
+
+MODEL_STATUS_KEY = "worker.model"  # written by `gatewatch run`: {"status": "active"|"silent", "reason"}
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -46,9 +54,22 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
+def _model_check(store: AlertStore) -> ReadyCheck:
+    def check() -> tuple[bool, str]:
+        found = store.get_meta(MODEL_STATUS_KEY)
+        if found is None:
+            return True, "no worker has reported its anomaly model yet"
+        status, at = found
+        if status.get("status") == "active":
+            return True, f"anomaly model active (reported {at}): {status.get('reason', '')}"
+        return True, f"anomaly.behaviour is silent (reported {at}): {status.get('reason', 'no model')}"
+    return check
+
+
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def readyz(request: Request, store: StoreDep) -> JSONResponse:
-    checks: dict[str, ReadyCheck] = {"store": store.ping, **request.app.state.ready_checks}
+    checks: dict[str, ReadyCheck] = {"store": store.ping, "model": _model_check(store),
+                                     **request.app.state.ready_checks}
     results = {name: _run(name, check) for name, check in checks.items()}
     ready = all(c.ok for c in results.values())
     body = Readiness(status="ready" if ready else "not_ready", checks=results)

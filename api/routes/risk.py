@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from api.auth import Principal, require
 from api.errors import BadRequest
 from api.routes import StoreDep
+from scoring.alerts import rfc3339
 
 router = APIRouter(prefix="/v1", tags=["risk"])
 
@@ -31,6 +32,7 @@ class RiskAnswer(BaseModel):
     action: Literal["allow", "step_up", "deny"]
     reasons: list[str]
     entities: list[RiskEntity]
+    as_of: str | None = Field(None, description="event time the deciding score was computed at (RFC 3339)")
 
 
 @router.get("/risk", response_model=RiskAnswer,
@@ -57,4 +59,4 @@ def get_risk(
         return RiskAnswer(score=0.0, level="low", action="allow", reasons=[], entities=[])
     top = rows[0]
     return RiskAnswer(score=top.score, level=top.level, action=top.action,  # type: ignore[arg-type]
-                      reasons=list(top.reasons), entities=entities)
+                      reasons=list(top.reasons), entities=entities, as_of=rfc3339(top.ts))

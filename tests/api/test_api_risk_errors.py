@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.routes.health import MODEL_STATUS_KEY
 from api.store import AlertStore
 from ingest.tokens import fingerprint
 from scoring.risk import RiskUpdate
@@ -32,7 +33,8 @@ def test_risk_highest_entity_decides(client, creds, auth, store):
 
 def test_risk_no_match_is_allow(client, creds, auth):
     r = client.get("/v1/risk", params={"sub": "nobody"}, headers=auth(creds["gateway"]))
-    assert r.json() == {"score": 0.0, "level": "low", "action": "allow", "reasons": [], "entities": []}
+    assert r.json() == {"score": 0.0, "level": "low", "action": "allow", "reasons": [], "entities": [],
+                        "as_of": None}
 
 
 def test_risk_needs_an_entity(client, creds, auth):
@@ -77,8 +79,18 @@ def test_readyz(api_settings, store):
     r = c.get("/readyz")
     assert r.status_code == 503 and "secret internals" not in r.text
     ok = TestClient(create_app(api_settings=api_settings, store=store)).get("/readyz")
-    assert ok.status_code == 200 and ok.json() == {"status": "ready",
-                                                   "checks": {"store": {"ok": True, "detail": "ok"}}}
+    assert ok.status_code == 200 and ok.json() == {
+        "status": "ready", "checks": {"store": {"ok": True, "detail": "ok"},
+                                      "model": {"ok": True, "detail": "no worker has reported its anomaly model yet"}}}
+
+
+def test_readyz_says_whether_the_worker_has_a_model(api_settings, store):
+    c = TestClient(create_app(api_settings=api_settings, store=store))
+    store.set_meta(MODEL_STATUS_KEY, {"status": "silent", "reason": "no anomaly model at /m (train one)"})
+    model = c.get("/readyz").json()["checks"]["model"]
+    assert model["ok"] is True and "anomaly.behaviour is silent" in model["detail"] and "/m" in model["detail"]
+    store.set_meta(MODEL_STATUS_KEY, {"status": "active", "reason": "anomaly model loaded (kinds: ip)"})
+    assert c.get("/readyz").json()["checks"]["model"]["detail"].startswith("anomaly model active")
 
 
 def test_readyz_store_down(api_settings):

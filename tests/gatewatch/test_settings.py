@@ -64,3 +64,39 @@ def test_missing_explicit_config_and_bad_toml(tmp_path: Path) -> None:
     bad.write_text("[kafka\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad, environ={})
+
+
+SUPPRESSION = """
+[[scoring.suppressions]]
+id = "pentest-2026q4"
+type = "traffic.*"
+entity = "ip:198.51.100.*"
+owner = "secops@example"
+expires = "2026-12-01T00:00:00Z"
+reason = "the quarterly penetration test"
+"""
+
+
+def test_suppression_rules_are_read_from_the_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "gatewatch.toml"
+    cfg.write_text(SUPPRESSION)
+    rules = load_settings(cfg, environ={}).scoring.suppression_rules()
+    assert len(rules) == 1
+    rule = rules.rules[0]
+    assert rule.owner == "secops@example" and rule.tenant == "*"
+    assert rule.matches("traffic.rate_limit", "acme", "ip", "198.51.100.4", 1_795_000_000.0)
+    assert not rule.matches("traffic.rate_limit", "acme", "ip", "198.51.100.4", 1_796_083_200.0)  # Dec 1st
+
+
+@pytest.mark.parametrize(("edit", "key"), [
+    (('expires = "2026-12-01T00:00:00Z"', 'expires = "next week"'), "scoring.suppressions.0.expires"),
+    (('owner = "secops@example"\n', ""), "scoring.suppressions.0.owner"),
+    (('reason = "the quarterly penetration test"', 'colour = "red"'), "scoring.suppressions.0.colour"),
+    (("", SUPPRESSION), "scoring.suppressions"),  # the same id twice
+])
+def test_bad_suppression_rules_name_the_key(tmp_path: Path, edit: tuple[str, str], key: str) -> None:
+    cfg = tmp_path / "gatewatch.toml"
+    text = SUPPRESSION.replace(*edit) if edit[0] else SUPPRESSION + edit[1]
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=f"'{key}"):
+        load_settings(cfg, environ={})

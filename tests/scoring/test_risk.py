@@ -34,3 +34,24 @@ def test_levels_and_actions() -> None:
     assert r.level(10) == ("low", "allow")
     assert r.level(40) == ("medium", "step_up")
     assert r.level(75) == ("high", "deny")
+
+
+def test_refresh_reports_decay_until_a_last_zero_row() -> None:
+    r = RiskEngine(weights={"replay.nonce": 0.8}, half_life_seconds=600)
+    first = r.add(sig(T0))
+    assert first[0].score == pytest.approx(80.0)
+    assert r.refresh(T0) == []  # nothing older than the signal's own row
+    later = {u.kind: u for u in r.refresh(T0 + 300)}
+    assert later["subject"].score == pytest.approx(56.6) and later["subject"].ts == T0 + 300
+    assert later["subject"].action == "step_up" and later["subject"].reasons[0].startswith("replay.nonce")
+    assert r.refresh(T0 + 310) == []  # moved by less than a point, same level: no new row
+    gone = {u.kind: u for u in r.refresh(T0 + 600 * 20)}
+    assert gone["subject"].score == 0 and gone["subject"].action == "allow" and gone["subject"].reasons == ()
+    assert r.refresh(T0 + 600 * 30) == []  # reported 0 once, then forgotten
+
+
+def test_refresh_leaves_entities_with_a_newer_signal_alone() -> None:
+    r = RiskEngine(weights={"replay.nonce": 0.5}, half_life_seconds=600)
+    r.add(sig(T0))
+    r.add(sig(T0 + 1200))
+    assert r.refresh(T0 + 1200) == []
