@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api import console
 from api.auth import Authenticator
 from api.errors import BodyLimitMiddleware, install_error_handlers
 from api.routes import alerts, health, risk
@@ -41,4 +42,5 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
     app.include_router(health.router)
     app.include_router(alerts.router)
     app.include_router(risk.router)
+    console.mount(app)
     return app

@@ -8,7 +8,9 @@ visible change (the future change feed reads it).
 
 The risk table holds the newest `RiskUpdate` per (tenant, kind, value). Reads on the gateway's hot
 path go through an in-process cache that this process refreshes on its own writes and drops when
-`PRAGMA data_version` says another process (the worker) committed.
+`PRAGMA data_version` says another process (the worker) committed. That check itself is done at most
+every `risk_staleness_seconds` (default 0.25 s), so a cached look-up touches no database at all: the
+price is that a worker's write shows up in look-ups up to that long after it committed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -208,8 +211,10 @@ def _load(body: str) -> StoredAlert:
 class AlertStore:
     """Alerts and risk in one SQLite file (or `":memory:"`), safe to share between threads."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", *, risk_staleness_seconds: float = 0.25) -> None:
         self.path = str(path)
+        self.risk_staleness_seconds = risk_staleness_seconds
+        self._checked_at = float("-inf")  # time.monotonic() of the last data_version check
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA busy_timeout = 10000")
@@ -528,6 +533,10 @@ class AlertStore:
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def _refresh_cache_if_stale(self) -> None:
+        now = time.monotonic()  # wall clock on purpose: this bounds cache staleness, not detection
+        if now - self._checked_at < self.risk_staleness_seconds:
+            return
+        self._checked_at = now
         version = self._current_data_version()
         if version != self._data_version:  # another connection committed: our cache may be stale
             self._risk_cache.clear()

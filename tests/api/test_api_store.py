@@ -211,7 +211,7 @@ def test_risk_ipv6_canonical(store):
 
 def test_file_store_is_wal_and_sees_other_writers(tmp_path: Path, make_alert):
     path = tmp_path / "gw.db"
-    reader, writer = AlertStore(path), AlertStore(path)
+    reader, writer = AlertStore(path, risk_staleness_seconds=0), AlertStore(path)
     try:
         assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         writer.upsert_risk([_risk("subject", "alice", 20, ts=1)])
@@ -254,3 +254,35 @@ def test_threads_share_one_store(store, make_alert):
         t.join()
     assert errors == []
     assert store.count() == 180
+
+
+def test_cached_risk_look_ups_do_not_touch_the_database(tmp_path: Path, monkeypatch):
+    path = tmp_path / "gw.db"
+    reader, writer = AlertStore(path, risk_staleness_seconds=3600), AlertStore(path)
+    try:
+        writer.upsert_risk([_risk("subject", "alice", 20, ts=1)])
+        assert reader.get_risk(None, sub="alice")[0].score == 20
+        calls = []
+        monkeypatch.setattr(reader, "_db", _Spy(reader._db, calls))
+        for _ in range(100):
+            assert reader.get_risk(None, sub="alice")[0].score == 20
+        assert calls == []  # a warm look-up is a dict read: no query, not even PRAGMA data_version
+        writer.upsert_risk([_risk("subject", "alice", 70, ts=2)])
+        assert reader.get_risk(None, sub="alice")[0].score == 20  # stale for at most the staleness bound
+        reader.risk_staleness_seconds = 0
+        assert reader.get_risk(None, sub="alice")[0].score == 70
+    finally:
+        reader.close()
+        writer.close()
+
+
+class _Spy:
+    def __init__(self, db, calls):
+        self._db, self._calls = db, calls
+
+    def execute(self, *args):
+        self._calls.append(args[0])
+        return self._db.execute(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
