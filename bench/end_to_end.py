@@ -81,7 +81,7 @@ def broker_runs(settings, path: Path) -> dict[str, float]:
     bare.close()
 
     out = make_producer(k)
-    worker = Worker(consumer=make_consumer(k, [k.access_topic]), pipeline=pipeline(settings, True),
+    worker = Worker(consumer=make_consumer(k), topics=[k.access_topic], pipeline=pipeline(settings, True),
                     sinks=[KafkaResultSink(out, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
                                            dlq_topic=k.dlq_topic), StoreSink(AlertStore(str(settings.store_path)))],
                     poll_timeout_ms=500, options=WorkerOptions(max_events=len(lines)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -59,11 +61,10 @@ def _progress() -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
+    from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
     from gatewatch.sinks import KafkaResultSink, StoreSink
     from gatewatch.topics import ensure_topics
     from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
-
-    from api.routes.health import MODEL_STATUS_KEY
 
     settings = _settings(args)
     pipeline = _pipeline(settings)
@@ -73,18 +74,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if behaviour.status != "active":
         print(f"gatewatch run: anomaly.behaviour is silent: {behaviour.reason}", file=sys.stderr)
     k = settings.kafka
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
     try:
         ensure_topics(k)
-        consumer = make_consumer(k, [k.access_topic, k.tokens_topic])
+        consumer = make_consumer(k)
         producer = make_producer(k)
     except KafkaError as exc:
         raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
-    worker = Worker(consumer=consumer, pipeline=pipeline,
+    worker = Worker(consumer=consumer, topics=[k.access_topic, k.tokens_topic], pipeline=pipeline,
                     sinks=[KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
                                            dlq_topic=k.dlq_topic), StoreSink(store)],
                     poll_timeout_ms=k.poll_timeout_ms,
                     options=WorkerOptions(idle_exit_seconds=args.idle_exit, max_events=args.max_events,
-                                          progress=sys.stderr.isatty()))
+                                          progress=sys.stderr.isatty()),
+                    report=lambda figures: store.set_meta(f"{WORKER_STATS_PREFIX}{worker_id}", figures),
+                    worker_id=worker_id)
     worker.install_signal_handlers()
     started = time.monotonic()
     try:

@@ -103,18 +103,25 @@ class Pipeline:
     def watermark(self) -> float:
         return self.max_event_time - self.lateness_seconds
 
+    def decode_one(self, raw: bytes, source: Source | None) -> Event | DeadLetter:
+        try:
+            return self.decoder.decode(raw, source)
+        except RecordError as err:
+            return DeadLetter.from_error(err, raw, source)
+
     def decode(self, raws: Iterable[tuple[bytes, Source | None]]) -> tuple[list[Event], list[DeadLetter]]:
         events, dead = [], []
         for raw, source in raws:
-            try:
-                events.append(self.decoder.decode(raw, source))
-            except RecordError as err:
-                dead.append(DeadLetter.from_error(err, raw, source))
+            out = self.decode_one(raw, source)
+            (dead if isinstance(out, DeadLetter) else events).append(out)  # type: ignore[arg-type]
         return events, dead
 
     def process(self, raws: Iterable[tuple[bytes, Source | None]]) -> BatchResult:
         """Decode a batch of raw records and run them through detection and scoring."""
-        events, dead = self.decode(raws)
+        return self.process_decoded(*self.decode(raws))
+
+    def process_decoded(self, events: Sequence[Event], dead: Sequence[DeadLetter]) -> BatchResult:
+        """Detection and scoring for decoded events, with the batch's dead letters counted and passed on."""
         result = self.process_events(events)
         result.dead_letters[:0] = dead
         self.stats.dead_letters += len(dead)

@@ -19,6 +19,7 @@ from api.routes import StoreDep
 from api.store import AlertStore
 
 MODEL_STATUS_KEY = "worker.model"  # written by `gatewatch run`: {"status": "active"|"silent", "reason"}
+WORKER_STATS_PREFIX = "worker.stats/"  # + worker id: the figures each worker reports (see /metrics)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -88,7 +88,7 @@ class FailingSink:
 
 def _worker(settings, validator, sinks, idle=2.0):
     k = settings.kafka
-    return Worker(consumer=make_consumer(k, [k.access_topic]), pipeline=Pipeline.from_settings(settings, validator),
+    return Worker(consumer=make_consumer(k), topics=[k.access_topic], pipeline=Pipeline.from_settings(settings, validator),
                   sinks=sinks, poll_timeout_ms=200, options=WorkerOptions(idle_exit_seconds=idle))
 
 
