@@ -1,5 +1,7 @@
 """Detectors: one module per detector, registered here (adding one = one line in DETECTORS)."""
 
+from typing import Any
+
 from detectors.base import Detector, Entity, Signal
 from detectors.packed_store import PackedStore
 from detectors.replay_nonce import NonceReplayDetector
@@ -29,9 +31,22 @@ DETECTORS: tuple[type, ...] = (
 )
 
 
+def build(det_cls: type, section: Any, tokens: Any, partition: str | None = None) -> Detector | None:
+    """The detector from its settings, for every stream (`partition` None: one process sees all) or
+    for one re-keyed stream — None when it keeps no state by that stream's key."""
+    if partition is None:
+        return det_cls.from_config(section, tokens)  # type: ignore[attr-defined,no-any-return]
+    if partition not in det_cls.partition_by:  # type: ignore[attr-defined]
+        return None
+    factory = getattr(det_cls, "for_partition", None)
+    if factory is not None:
+        return factory(section, tokens, partition)  # type: ignore[no-any-return]
+    return det_cls.from_config(section, tokens)  # type: ignore[attr-defined,no-any-return]
+
+
 def store_for(detector: Detector) -> StateStore:
     """A fresh state store of the kind the detector asks for (`state_kind`, default "memory")."""
     return PackedStore() if getattr(detector, "state_kind", "memory") == "packed" else MemoryStore()
 
 
-__all__ = ["DETECTORS", "Detector", "Entity", "Signal", "store_for"]
+__all__ = ["DETECTORS", "Detector", "Entity", "Signal", "build", "store_for"]

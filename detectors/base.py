@@ -41,6 +41,10 @@ class Signal:
 class Detector(Protocol):
     name: ClassVar[str]  # the alert type it raises (CONTRACT.md §5)
     settings_key: ClassVar[str]  # its [detectors.<settings_key>] section
+    # The re-keyed streams (ingest/routing.py KEY_KINDS) whose keys its state is kept by: with N workers
+    # it runs on each of them, seeing every event of a key. A detector on several streams has a
+    # `for_partition(section, tokens, kind)` classmethod building the part that belongs to one.
+    partition_by: ClassVar[tuple[str, ...]]
 
     def observe(self, event: Event, state: StateStore) -> list[Signal]:
         """Update `state` with `event` (on event time) and return what it found."""

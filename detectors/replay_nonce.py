@@ -36,22 +36,33 @@ def _short(value: str) -> str:
 class NonceReplayDetector:
     name: ClassVar[str] = "replay.nonce"
     settings_key: ClassVar[str] = "replay_nonce"
+    partition_by: ClassVar[tuple[str, ...]] = ("principal", "nonce")  # single-use tokens by principal, nonces by value
 
-    def __init__(self, *, window_seconds: float = 300.0, max_evidence: int = 20) -> None:
+    def __init__(self, *, window_seconds: float = 300.0, max_evidence: int = 20, nonces: bool = True,
+                 single_use_tokens: bool = True) -> None:
         self.window_seconds = window_seconds
         self.max_evidence = max_evidence
+        self.nonces = nonces  # request nonces (keyed by tenant and nonce)
+        self.single_use_tokens = single_use_tokens  # `use: once` tokens (keyed by principal)
 
     @classmethod
     def from_config(cls, section: Any, tokens: Any) -> NonceReplayDetector:
         window = section.window_seconds or tokens.nonce_window_seconds
         return cls(window_seconds=float(window), max_evidence=section.max_evidence)
 
+    @classmethod
+    def for_partition(cls, section: Any, tokens: Any, kind: str) -> NonceReplayDetector:
+        """On the principal stream: single-use tokens; on the nonce stream: nonces."""
+        d = cls.from_config(section, tokens)
+        d.nonces, d.single_use_tokens = kind == "nonce", kind == "principal"
+        return d
+
     def _keys(self, event: Event) -> list[tuple[str, str, str]]:
         """(state key, what was replayed, scope description) for each one-time value in the event."""
         rec = event.record
         info = event.token
         keys = []
-        if rec.nonce:
+        if rec.nonce and self.nonces:
             if info is not None and info.cnf_jkt:
                 scope = f"jkt:{info.cnf_jkt}"
             elif info is not None:
@@ -59,7 +70,8 @@ class NonceReplayDetector:
             else:
                 scope = f"tenant:{rec.tenant}"
             keys.append((f"n|{scope}|{rec.nonce}", "nonce", scope))
-        if info is not None and info.use == "once" and info.verdict in ("ok", "expired"):
+        if (self.single_use_tokens and info is not None and info.use == "once"
+                and info.verdict in ("ok", "expired")):
             keys.append((f"t|{info.tfp}", "single-use token", f"tfp:{info.tfp}"))
         return keys
 

@@ -279,6 +279,7 @@ def human_gap(seconds: float) -> str:
 class TokenContextReplayDetector:
     name: ClassVar[str] = "replay.token_context"
     settings_key: ClassVar[str] = "replay_token_context"
+    partition_by: ClassVar[tuple[str, ...]] = ("principal",)
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, ipv4_prefix: int = 16, ipv6_prefix: int = 48,

@@ -26,6 +26,7 @@ _IAT_BITS = 34
 class JtiCollisionDetector:
     name: ClassVar[str] = "token.jti_collision"
     settings_key: ClassVar[str] = "token_jti_collision"
+    partition_by: ClassVar[tuple[str, ...]] = ("jti",)
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, max_remember_seconds: float = 86_400.0) -> None:

@@ -32,6 +32,7 @@ class ExpiredUseDetector:
 
     name: ClassVar[str] = "token.expired_use"
     settings_key: ClassVar[str] = "token_expired_use"
+    partition_by: ClassVar[tuple[str, ...]] = ("principal",)
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, realert_seconds: float = 600.0) -> None:
@@ -64,6 +65,7 @@ class CrossTenantDetector:
 
     name: ClassVar[str] = "token.cross_tenant"
     settings_key: ClassVar[str] = "token_cross_tenant"
+    partition_by: ClassVar[tuple[str, ...]] = ("principal",)
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, realert_seconds: float = 600.0) -> None:

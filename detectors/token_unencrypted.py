@@ -17,6 +17,7 @@ from ingest.events import AccessRecord, Event
 class UnencryptedTokenDetector:
     name: ClassVar[str] = "token.unencrypted"
     settings_key: ClassVar[str] = "token_unencrypted"
+    partition_by: ClassVar[tuple[str, ...]] = ("client",)
 
     def __init__(self, *, realert_seconds: float = 86_400.0) -> None:
         self.realert_seconds = realert_seconds

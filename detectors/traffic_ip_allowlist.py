@@ -117,6 +117,7 @@ def _as_dict(value: Any) -> dict[str, Any]:
 class IpAllowlistDetector:
     name: ClassVar[str] = "traffic.ip_not_allowed"
     settings_key: ClassVar[str] = "traffic_ip_not_allowed"
+    partition_by: ClassVar[tuple[str, ...]] = ("ip",)
 
     def __init__(self, *, tenants: Mapping[str, Sequence[str]] | None = None,
                  routes: Mapping[str, Mapping[str, Sequence[str]]] | None = None,

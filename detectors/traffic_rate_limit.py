@@ -141,6 +141,7 @@ def _check_limits(limits: Mapping[str, Any], where: str) -> dict[str, int]:
 class RateLimitDetector:
     name: ClassVar[str] = "traffic.rate_limit"
     settings_key: ClassVar[str] = "traffic_rate_limit"
+    partition_by: ClassVar[tuple[str, ...]] = ("principal", "client", "ip", "tenant")  # a dimension each
 
     def __init__(self, *, window_seconds: float = 60.0, limits: Mapping[str, int] | None = None,
                  route_limits: Mapping[str, Mapping[str, int]] | None = None, sub_windows: int = 6,
@@ -178,6 +179,11 @@ class RateLimitDetector:
                   for route, over in _as_dict(getattr(section, "route_limits", None)).items()}
         return cls(window_seconds=window, limits=limits, route_limits=routes, sub_windows=sub_windows,
                    max_evidence=int(getattr(section, "max_evidence", 20)), dimensions=tuple(dimensions))
+
+    @classmethod
+    def for_partition(cls, section: Any, tokens: Any, kind: str) -> RateLimitDetector:
+        """The dimension keyed like the stream: subject on the principal stream, else the same name."""
+        return cls.from_config(section, tokens, dimensions=("subject" if kind == "principal" else kind,))
 
     def limit_for(self, route: str | None, dimension: str) -> int:
         table = self._by_route.get(route, self._default) if route is not None else self._default

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", help="the streaming pipeline on the Kafka topics")
     run.add_argument("--idle-exit", type=float, metavar="S", help="stop after S seconds without records")
     run.add_argument("--max-events", type=int, metavar="N", help="stop after N input records")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="start N worker processes in the consumer group (default 1)")
 
     serve = add("serve", help="the alerts and risk API and the analyst console")
     serve.add_argument("--bind", help="HOST:PORT (default [api] bind)")
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # `run --workers N` starts N copies of this command line
         return commands.dispatch(args)
     except (ConfigError, KeyMaterialError, ModelError) as exc:
         print(f"gatewatch: {exc}", file=sys.stderr)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import sys
 import time
 from collections import Counter
@@ -59,49 +57,35 @@ def _progress() -> Any:
 
 # -- run / serve -------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from kafka.errors import KafkaError
+    from gatewatch.run import run_worker, run_workers
 
-    from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
-    from gatewatch.sinks import KafkaResultSink, StoreSink
-    from gatewatch.topics import ensure_topics
-    from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
-
-    settings = _settings(args)
-    pipeline = _pipeline(settings)
-    store = _store(settings)
-    behaviour = pipeline.behaviour
-    store.set_meta(MODEL_STATUS_KEY, {"status": behaviour.status, "reason": behaviour.reason})
-    if behaviour.status != "active":
-        print(f"gatewatch run: anomaly.behaviour is silent: {behaviour.reason}", file=sys.stderr)
-    k = settings.kafka
-    worker_id = f"{socket.gethostname()}-{os.getpid()}"
-    try:
-        ensure_topics(k)
-        consumer = make_consumer(k)
-        producer = make_producer(k)
-    except KafkaError as exc:
-        raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
-    worker = Worker(consumer=consumer, topics=[k.access_topic, k.tokens_topic], pipeline=pipeline,
-                    sinks=[KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
-                                           dlq_topic=k.dlq_topic), StoreSink(store)],
-                    poll_timeout_ms=k.poll_timeout_ms,
-                    options=WorkerOptions(idle_exit_seconds=args.idle_exit, max_events=args.max_events,
-                                          progress=sys.stderr.isatty()),
-                    report=lambda figures: store.set_meta(f"{WORKER_STATS_PREFIX}{worker_id}", figures),
-                    worker_id=worker_id)
-    worker.install_signal_handlers()
-    started = time.monotonic()
-    try:
-        worker.run()
-    finally:
-        worker.close()
-        producer.close()
-    stats = pipeline.stats
-    print(json.dumps({"records": worker.records, "events": stats.events, "dead_letters": stats.dead_letters,
-                      "signals": dict(stats.signals), "alerts_stored": store.count(),
-                      "anomaly_model": pipeline.behaviour.status if pipeline.behaviour else "silent",
-                      "seconds": round(time.monotonic() - started, 2)}))
+    if args.workers < 1:
+        raise ConfigError("--workers must be >= 1")
+    settings = _settings(args)  # a bad config fails here, once, not in N children
+    if args.workers > 1:
+        argv = [a for a in (args.argv or []) if a]
+        summary = run_workers(args.workers, _without_workers(argv))
+    else:
+        idle = args.idle_exit if args.idle_exit is not None or args.max_events is None else 5.0
+        summary = run_worker(settings, _store(settings), idle_exit=idle, max_events=args.max_events,
+                             progress=sys.stderr.isatty())
+    print(json.dumps(summary))
     return 0
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--workers":
+            skip = True
+            continue
+        if a.startswith("--workers="):
+            continue
+        out.append(a)
+    return out
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from detectors import DETECTORS, store_for
+from detectors import DETECTORS, build, store_for
 from detectors.base import Detector, Signal
 from detectors.state import StateStore
 from ingest.deadletter import DeadLetter
@@ -24,9 +24,13 @@ from ingest.events import Event, Source
 from ingest.tokens import TokenValidator
 from scoring.alerts import Alert, AlertBuilder
 from scoring.anomaly import BehaviourScorer
+from scoring.features import KINDS
 from scoring.risk import RiskEngine, RiskUpdate
 
 _EXPIRE_EVERY_SECONDS = 60.0
+# Which entity kinds of the behaviour model each re-keyed stream windows (None: one process, all).
+_FEATURE_KIND: dict[str | None, tuple[str, ...]] = {
+    None: KINDS, "principal": ("subject",), "client": ("client",), "ip": ("ip",), "tenant": ("tenant",)}
 
 
 @dataclass
@@ -52,6 +56,7 @@ class PipelineStats:
     events: int = 0
     dead_letters: int = 0
     late_events: int = 0
+    warmup_events: int = 0  # re-read to rebuild state after gaining a partition (not reported again)
     signals: Counter[str] = field(default_factory=Counter)
     dead_letter_codes: Counter[str] = field(default_factory=Counter)
 
@@ -76,13 +81,18 @@ class Pipeline:
         self._last_refresh = float("-inf")
 
     @classmethod
-    def from_settings(cls, settings: Any, validator: TokenValidator | None) -> Pipeline:
+    def from_settings(cls, settings: Any, validator: TokenValidator | None,
+                      partition: str | None = None) -> Pipeline:
+        """The pipeline of the settings: all of it (`partition` None: replay, tests, one process that
+        routes in memory), or the part that keeps state by one re-keyed stream's key (ingest/routing.py)."""
         detectors: list[Detector] = []
         for det_cls in DETECTORS:
             section = getattr(settings.detectors, det_cls.settings_key)
             if section.enabled:
                 try:
-                    detectors.append(det_cls.from_config(section, settings.tokens))
+                    detector = build(det_cls, section, settings.tokens, partition)
+                    if detector is not None:
+                        detectors.append(detector)
                 except ValueError as exc:  # e.g. a CIDR that does not parse: name the key
                     sub, _, why = str(exc).partition(": ")
                     raise ConfigError(f"bad value for config key 'detectors.{det_cls.settings_key}.{sub}': "
@@ -95,7 +105,8 @@ class Pipeline:
             risk=RiskEngine(half_life_seconds=sc.half_life_seconds, step_up_at=sc.step_up_at,
                             deny_at=sc.deny_at, top_reasons=sc.top_reasons),
             lateness_seconds=sc.lateness_seconds,
-            behaviour=BehaviourScorer.from_config(sc, settings.model),  # a tampered model: ModelError here
+            behaviour=None if partition not in _FEATURE_KIND else BehaviourScorer.from_config(
+                sc, settings.model, kinds=_FEATURE_KIND[partition]),  # a tampered model: ModelError here
             risk_refresh_seconds=sc.risk_refresh_seconds,
         )
 
@@ -128,8 +139,12 @@ class Pipeline:
         self.stats.dead_letter_codes.update(d.code for d in dead)
         return result
 
-    def process_events(self, events: Sequence[Event]) -> BatchResult:
-        """Detection and scoring for decoded events; the batch is taken in event-time order."""
+    def process_events(self, events: Sequence[Event], *, warmup: bool = False) -> BatchResult:
+        """Detection and scoring for decoded events; the batch is taken in event-time order.
+
+        `warmup`: rebuilding state after a worker gained a partition — detectors and behaviour windows
+        see the events (so the state is what it would have been), but nothing they find is reported:
+        it was reported by whoever processed these records the first time."""
         result = BatchResult(events=len(events))
         changed: dict[str, None] = {}
         risk: dict[tuple[str, str, str], RiskUpdate] = {}
@@ -141,18 +156,26 @@ class Pipeline:
                 try:
                     found = detector.observe(event, self.stores[detector.name])
                 except Exception as exc:  # a detector bug must not stop the stream: dead-letter it
+                    if warmup:
+                        continue  # dead-lettered the first time round
                     err = RecordError(f"{detector.name} raised {type(exc).__name__}: {exc}", "detector_error")
                     raw = _raw_of(event)
                     result.dead_letters.append(DeadLetter.from_error(err, raw, event.source, stage="detect"))
                     self.stats.dead_letter_codes["detector_error"] += 1
                     self.stats.dead_letters += 1
                     continue
-                for signal in found:
-                    self._signal(signal, result, changed, risk)
+                if not warmup:
+                    for signal in found:
+                        self._signal(signal, result, changed, risk)
         if self.behaviour is not None:
             self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
             for signal in self.behaviour.flush(self.watermark):
-                self._signal(signal, result, changed, risk)
+                if not warmup:
+                    self._signal(signal, result, changed, risk)
+        if warmup:
+            self.stats.warmup_events += len(events)
+            self._expire()
+            return BatchResult(late_events=result.late_events)
         self._refresh_risk(risk)
         result.alerts = [self.alerts.get(aid) for aid in changed]
         result.risk = list(risk.values())

@@ -31,6 +31,13 @@ class KafkaSettings(_Section):
     alerts_topic: str = "gatewatch.alerts"
     risk_topic: str = "gatewatch.risk"
     dlq_topic: str = "gatewatch.dlq"
+    # Normalised events re-keyed for the detectors (ingest/routing.py): by principal, and by side key.
+    events_topic: str = "gatewatch.events"
+    keyed_topic: str = "gatewatch.events.by_key"
+    event_partitions: int = Field(6, ge=1, le=10_000)  # of both: at most this many workers detect in parallel
+    # After gaining a partition, a worker re-reads this much event time before its committed offset to
+    # rebuild the partition's detector state (replay memory, rates, behaviour windows) without re-alerting.
+    warmup_seconds: int = Field(3600, ge=0, le=30 * 86_400)
     max_poll_records: int = Field(500, ge=1, le=100_000)
     poll_timeout_ms: int = Field(500, ge=10, le=60_000)
 

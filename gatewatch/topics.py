@@ -15,6 +15,8 @@ def topic_specs(kafka: Any, input_partitions: int = 4) -> list[NewTopic]:
         NewTopic(kafka.alerts_topic, 4, 1),
         NewTopic(kafka.risk_topic, 4, 1, topic_configs={"cleanup.policy": "compact"}),
         NewTopic(kafka.dlq_topic, 1, 1),
+        NewTopic(kafka.events_topic, kafka.event_partitions, 1),
+        NewTopic(kafka.keyed_topic, kafka.event_partitions, 1),
     ]
 
 

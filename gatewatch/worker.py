@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +21,39 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata
 
 from gatewatch.alignment import EventTimeAligner
-from gatewatch.pipeline import Pipeline
+from gatewatch.pipeline import BatchResult, Pipeline
 from gatewatch.sinks import ResultSink
 from ingest.deadletter import DeadLetter
+from ingest.errors import RecordError
 from ingest.events import Event, Source
+from ingest.routing import PRINCIPAL, decode_event
 from scoring.alerts import rfc3339
+
+# How a polled message becomes (which pipeline, what item): raw input records, or re-keyed events.
+RecordReader = Callable[[Any], tuple[str | None, "Event | DeadLetter"]]
+
+
+def raw_reader(pipeline: Pipeline) -> RecordReader:
+    """Records of the input topics, decoded and validated by the one pipeline (key None)."""
+    def read(m: Any) -> tuple[str | None, Event | DeadLetter]:
+        return None, pipeline.decode_one(m.value if m.value is not None else b"",
+                                         Source(m.topic, m.partition, m.offset))
+    return read
+
+
+def keyed_reader(events_topic: str) -> RecordReader:
+    """Records of the re-keyed streams: the stream's key kind (the topic, or the side record's `kind`
+    header) and the normalised event. A foreign record is dead-lettered, never fatal."""
+    def read(m: Any) -> tuple[str | None, Event | DeadLetter]:
+        kind = PRINCIPAL if m.topic == events_topic else \
+            next((v.decode() for k, v in (m.headers or ()) if k == "kind"), "?")
+        try:
+            return kind, decode_event(m.value or b"")
+        except (ValueError, TypeError) as exc:
+            err = RecordError(f"not a normalised event: {type(exc).__name__}", "bad_internal_record")
+            return kind, DeadLetter.from_error(err, m.value or b"", Source(m.topic, m.partition, m.offset),
+                                               stage="detect")
+    return read
 
 _UNKNOWN_HIGHWATER_GRACE_SECONDS = 5.0  # a partition whose end is still unknown stops holding others back
 
@@ -34,7 +63,10 @@ class WorkerOptions:
     idle_exit_seconds: float | None = None  # stop after this long without records (demo, tests)
     max_events: int | None = None  # stop after this many input records
     progress: bool = False
-    max_buffered_per_partition: int = 5_000  # alignment buffer; a full partition is paused
+    # Alignment buffer cap: a partition holding this many unreleased records is paused. None = never
+    # pause: with kafka-python 3.0.12 a paused-then-resumed partition sometimes was not fetched again
+    # (seen on the demo: a partition stuck with lag while idle), so the default trusts the backlog.
+    max_buffered_per_partition: int | None = None
     report_every_seconds: float = 2.0  # how often `report` gets the worker's figures
 
 
@@ -56,26 +88,34 @@ def make_producer(kafka: Any) -> KafkaProducer:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, aligner: EventTimeAligner) -> None:
-        self.aligner = aligner
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
         self.dropped = 0
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         # Released records were committed at the end of their step; what is still buffered was not,
         # so the partition's next owner reads it again.
-        self.dropped += self.aligner.revoke(list(revoked))
+        self.dropped += self.worker.aligner.revoke(list(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.aligner.assign(list(assigned))
+        # Runs inside the client's event loop, where blocking calls (committed offsets, the time
+        # index) are not allowed: the worker warms the partitions up after the poll returns.
+        self.worker.aligner.assign(list(assigned))
+        self.worker.to_warm_up.extend(assigned)
 
 
 class Worker:
-    def __init__(self, *, consumer: Any, topics: Sequence[str], pipeline: Pipeline, sinks: Sequence[ResultSink],
-                 poll_timeout_ms: int = 500, options: WorkerOptions | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 report: Callable[[dict[str, Any]], None] | None = None, worker_id: str = "worker") -> None:
+    def __init__(self, *, consumer: Any, topics: Sequence[str], pipeline: Pipeline | dict[str | None, Pipeline],
+                 sinks: Sequence[ResultSink], poll_timeout_ms: int = 500, options: WorkerOptions | None = None,
+                 clock: Callable[[], float] = time.monotonic, reader: RecordReader | None = None,
+                 report: Callable[[dict[str, Any]], None] | None = None, worker_id: str = "worker",
+                 warmup_seconds: float = 0.0) -> None:
         self.consumer = consumer
-        self.pipeline = pipeline
+        # One pipeline for the raw input topics (key None), or one per re-keyed stream kind.
+        self.pipelines = pipeline if isinstance(pipeline, dict) else {None: pipeline}
+        self.pipeline = next(iter(self.pipelines.values()))
+        self.reader = reader if reader is not None else raw_reader(self.pipeline)
+        self.warmup_seconds = warmup_seconds
         self.sinks = list(sinks)
         self.poll_timeout_ms = poll_timeout_ms
         self.options = options or WorkerOptions()
@@ -84,8 +124,16 @@ class Worker:
         self.worker_id = worker_id
         self.records = 0
         self.batches = 0
-        self.aligner = EventTimeAligner(max_buffered_per_partition=self.options.max_buffered_per_partition)
-        self._rebalance = _Rebalance(self.aligner)
+        self.aligner = EventTimeAligner(max_buffered_per_partition=self.options.max_buffered_per_partition
+                                        or 2**62)
+        self._rebalance = _Rebalance(self)
+        self._warm_until: dict[Any, int] = {}  # partition -> first offset processed for real
+        self._held: dict[Any, int] = {}  # partitions this worker has state for -> next offset it committed
+        self.wall_clock: Callable[[], float] = time.time  # where warm-up starts reading (the time index)
+        self.warmed_partitions = 0
+        self.to_warm_up: list[Any] = []  # partitions gained in the last poll, to warm up before processing
+        # Called before each poll (the ingest stage of `gatewatch run`); records it handled count as activity.
+        self.before_poll: Callable[[], int] | None = None
         self._paused: set[Any] = set()
         self._unknown_since: dict[Any, float] = {}
         self._last_report = float("-inf")
@@ -104,9 +152,10 @@ class Worker:
         last_progress = 0.0
         opts = self.options
         while not self._stop:
-            polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+            fed = self.before_poll() if self.before_poll is not None else 0
+            polled = self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms)
             self.process(polled)
-            if not polled:
+            if not polled and not fed:
                 if not self.consumer.assignment():
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
@@ -115,9 +164,9 @@ class Worker:
             last_data = self.clock()
             if opts.progress and self.clock() - last_progress > 1.0:
                 last_progress = self.clock()
-                stats = self.pipeline.stats
-                print(f"\r{self.records:,} records  {sum(stats.signals.values()):,} signals  "
-                      f"{stats.dead_letters:,} dead-lettered", end="", file=sys.stderr, flush=True)
+                stats = self.stats()
+                print(f"\r{self.records:,} records  {sum(stats['signals'].values()):,} signals  "
+                      f"{sum(stats['dead_letters'].values()):,} dead-lettered", end="", file=sys.stderr, flush=True)
             if opts.max_events is not None and self.records >= opts.max_events:
                 break
         self.drain()
@@ -126,27 +175,91 @@ class Worker:
 
     def process(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> None:
         """One step: buffer what was polled, release what is aligned, write it durably, commit."""
+        if self.to_warm_up:
+            gained, self.to_warm_up = self.to_warm_up, []
+            rewound = self.warm_up(gained)
+            # Records already polled from a rewound partition come again after the warm-up records.
+            polled = {tp: msgs for tp, msgs in polled.items() if tp not in rewound}
         for tp, messages in polled.items():
+            warm_until = self._warm_until.get(tp, -1)
             for m in messages:
-                item = self.pipeline.decode_one(m.value if m.value is not None else b"",
-                                                Source(m.topic, m.partition, m.offset))
-                self.aligner.add(tp, m.offset, item.ts if isinstance(item, Event) else None, item)
+                kind, item = self.reader(m)
+                ts = item.ts if isinstance(item, Event) else None
+                self.aligner.add(tp, m.offset, ts, (kind, m.offset < warm_until, item))
             self.records += len(messages)
         self._update_caught_up()
         items, commits = self.aligner.release(everything=everything)
         if items:
-            events = [i for i in items if isinstance(i, Event)]
-            dead = [i for i in items if isinstance(i, DeadLetter)]
-            result = self.pipeline.process_decoded(events, dead)
-            for sink in self.sinks:
-                sink.write(result)
-            for sink in self.sinks:
-                sink.flush()  # durable first ...
-            self.batches += 1
+            result = self._run(items)
+            if result is not None:
+                for sink in self.sinks:
+                    sink.write(result)
+                for sink in self.sinks:
+                    sink.flush()  # durable first ...
+                self.batches += 1
         if commits:  # ... then the offset of each partition's first record not yet processed
             self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in commits.items()})
+            self._held.update(commits)
         self._flow_control()
         self._maybe_report()
+
+    def _run(self, items: list[tuple[str | None, bool, Event | DeadLetter]]) -> BatchResult | None:
+        """Released items through their pipelines: warm-up ones first (they are older), then the rest."""
+        warm: dict[str | None, list[Event]] = {}
+        live: dict[str | None, list[Event]] = {}
+        dead: list[DeadLetter] = []
+        for kind, warming, item in items:
+            if isinstance(item, DeadLetter):
+                if not warming:
+                    dead.append(item)
+                continue
+            (warm if warming else live).setdefault(kind, []).append(item)
+        for kind, events in warm.items():
+            if kind in self.pipelines:
+                self.pipelines[kind].process_events(events, warmup=True)
+        if not live and not dead:
+            return None
+        result = BatchResult()
+        first = True
+        for kind, pipeline in self.pipelines.items():
+            events = live.get(kind, [])
+            if not events and not (first and dead):
+                continue
+            result.merge(pipeline.process_decoded(events, dead if first else []))
+            first = False
+        if first and dead:  # no pipeline took the dead letters (no live events at all)
+            result.merge(self.pipeline.process_decoded([], dead))
+        return result
+
+    def warm_up(self, assigned: list[Any]) -> set[Any]:
+        """Position each partition gained at its committed offset (records buffered before a rebalance
+        were dropped, so they must be read again whatever the client kept), or — when it was gained,
+        not merely kept, and warm-up is on — at the first record written in the last `warmup_seconds`
+        (Kafka's time index: DESIGN.md "now − horizon"), the records before the committed offset marked
+        as warm-up. Returns the partitions whose position was set."""
+        starts: dict[Any, int] = {}
+        wanted: list[Any] = []
+        for tp in assigned:
+            self._warm_until.pop(tp, None)
+            committed = self.consumer.committed(tp)
+            if committed is None or committed < 0:
+                self.consumer.seek_to_beginning(tp)
+                continue
+            starts[tp] = committed
+            if self.warmup_seconds > 0 and self._held.get(tp) != committed:  # gained, not kept
+                wanted.append(tp)
+        # Wall clock on purpose: this finds where to start reading, it decides nothing about events.
+        since_ms = int((self.wall_clock() - self.warmup_seconds) * 1000)
+        found = self.consumer.offsets_for_times({tp: since_ms for tp in wanted}) if wanted else {}
+        for tp, offset in starts.items():
+            start = found.get(tp)
+            if start is not None and start.offset is not None and start.offset < offset:
+                self.consumer.seek(tp, start.offset)
+                self._warm_until[tp] = offset
+                self.warmed_partitions += 1
+            else:
+                self.consumer.seek(tp, offset)
+        return set(assigned)
 
     def drain(self) -> None:
         """Process everything still buffered (stopping: nothing more will come in this run)."""
@@ -189,12 +302,24 @@ class Worker:
         if self.report is None or (not force and self.clock() - self._last_report < self.options.report_every_seconds):
             return
         self._last_report = self.clock()
-        stats = self.pipeline.stats
-        wm = self.pipeline.watermark
-        self.report({"worker": self.worker_id, "records": self.records, "events": stats.events,
-                     "dead_letters": dict(stats.dead_letter_codes), "signals": dict(stats.signals),
-                     "lag": self.lag(), "buffered": self.aligner.buffered(),
-                     "watermark": rfc3339(wm) if wm != float("-inf") else None})
+        self.report({"worker": self.worker_id, "records": self.records, **self.stats(), "lag": self.lag(),
+                     "buffered": self.aligner.buffered()})
+
+    def stats(self) -> dict[str, Any]:
+        """The figures of all this worker's pipelines together."""
+        dead: Counter[str] = Counter()
+        signals: Counter[str] = Counter()
+        events = warm = 0
+        for p in self.pipelines.values():
+            dead.update(p.stats.dead_letter_codes)
+            signals.update(p.stats.signals)
+            warm += p.stats.warmup_events
+            # a re-keyed event reaches several streams: count it once, on the principal stream
+            if len(self.pipelines) == 1 or p is self.pipelines.get(PRINCIPAL):
+                events += p.stats.events
+        marks = [p.watermark for p in self.pipelines.values() if p.watermark != float("-inf")]
+        return {"events": events, "warmup_events": warm, "dead_letters": dict(dead), "signals": dict(signals),
+                "watermark": rfc3339(min(marks)) if marks else None}
 
     def close(self) -> None:
         self.consumer.close()

@@ -330,7 +330,7 @@ class BehaviourScorer:
 
     def __init__(self, *, model: AnomalyModel | None, threshold: float = 0.99, min_excess: float = 1.25,
                  lateness_seconds: float = 30.0, max_reasons: int = 3, entity_ttl_seconds: int = 7 * 86_400,
-                 missing: str | None = None) -> None:
+                 missing: str | None = None, kinds: tuple[str, ...] = KINDS) -> None:
         self.model = model
         self.threshold = threshold
         self.min_excess = min_excess
@@ -342,15 +342,16 @@ class BehaviourScorer:
         self.signals = 0
         self.features = None if model is None else WindowFeatures(
             window_seconds=model.window_seconds, rolling_windows=model.rolling_windows,
-            lateness_seconds=lateness_seconds, entity_ttl_seconds=entity_ttl_seconds)
+            lateness_seconds=lateness_seconds, entity_ttl_seconds=entity_ttl_seconds, kinds=kinds)
 
     @classmethod
-    def from_config(cls, scoring: Any, model: Any) -> BehaviourScorer:
-        """From `[scoring]` and `[model]`: no artifact at `model.path` → silent; a bad one → `ModelError`."""
+    def from_config(cls, scoring: Any, model: Any, kinds: tuple[str, ...] = KINDS) -> BehaviourScorer:
+        """From `[scoring]` and `[model]`: no artifact at `model.path` → silent; a bad one → `ModelError`.
+        `kinds`: the entity kinds to window (a worker of one re-keyed stream does only its own)."""
         path = Path(model.path)
         common = {"threshold": scoring.anomaly_threshold, "min_excess": scoring.anomaly_min_excess,
                   "lateness_seconds": scoring.lateness_seconds,
-                  "entity_ttl_seconds": scoring.anomaly_entity_ttl_seconds}
+                  "entity_ttl_seconds": scoring.anomaly_entity_ttl_seconds, "kinds": kinds}
         if not model_present(path):
             return cls(model=None, missing=f"no anomaly model at {path} (train one with `gatewatch train`)",
                        **common)

@@ -257,8 +257,10 @@ class WindowFeatures:
     """
 
     def __init__(self, *, window_seconds: int = 60, rolling_windows: int = 15, lateness_seconds: float = 30.0,
-                 entity_ttl_seconds: int = 7 * 86_400) -> None:
+                 entity_ttl_seconds: int = 7 * 86_400, kinds: tuple[str, ...] = KINDS) -> None:
         self.window_seconds = window_seconds
+        self.kinds = kinds  # the entity kinds to window (a re-keyed stream's worker does only its own)
+        self._on = tuple(k in kinds for k in KINDS)
         self.rolling_windows = rolling_windows
         self.lateness_seconds = lateness_seconds
         self.entity_ttl_seconds = entity_ttl_seconds
@@ -335,6 +337,7 @@ class WindowFeatures:
                                                         "status", "bytes_in", "bytes_out", "latency", "prompt",
                                                         "completion", "llm", "token_age")}
         slot = self._slot
+        on_sub, on_client, on_ip, on_tenant = self._on
         for i, ev in enumerate(events):
             rec = ev.record
             if type(rec) is not AccessRecord:
@@ -345,10 +348,10 @@ class WindowFeatures:
             client = tok.client_id if tok is not None else None
             tenant = rec.tenant
             cols["slots"].append((
-                slot(0, tenant, sub) if sub is not None else -1,
-                slot(1, tenant, client) if client is not None and client != sub else -1,
-                slot(2, tenant, rec.client_ip),
-                slot(3, tenant, tenant),
+                slot(0, tenant, sub) if sub is not None and on_sub else -1,
+                slot(1, tenant, client) if client is not None and client != sub and on_client else -1,
+                slot(2, tenant, rec.client_ip) if on_ip else -1,
+                slot(3, tenant, tenant) if on_tenant else -1,
             ))
             cols["event_id"].append(rec.event_id)
             cols["path"].append(_h(rec.path))
@@ -421,6 +424,8 @@ class WindowFeatures:
             cols = cols.take(np.sort(first))
         present = cols.slots >= 0
         ev_idx, kind_idx = np.nonzero(present)  # one row per (event, kind it has an entity for)
+        if len(ev_idx) == 0:  # e.g. a stream windowing subjects only, and no event had one
+            return WindowTable.empty()
         slot = cols.slots[ev_idx, kind_idx]
         win = cols.win[ev_idx]
         order = np.lexsort((cols.ts[ev_idx], win, slot))  # by entity, then window, then time

@@ -10,7 +10,7 @@
 #   deploy/kafka/kafka.sh reset     stop and delete the broker's data
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), GATEWATCH_KAFKA_DIR (.cache/kafka),
-# INPUT_PARTITIONS (4, for gateway.access/gateway.tokens), EVENT_PARTITIONS (4, gatewatch.events*),
+# INPUT_PARTITIONS (4, for gateway.access/gateway.tokens), EVENT_PARTITIONS (6, gatewatch.events*),
 # KAFKA_HEAP (512m).
 set -euo pipefail
 
@@ -145,11 +145,11 @@ start() {
 }
 
 topics() {
-  local ip="${INPUT_PARTITIONS:-4}" ep="${EVENT_PARTITIONS:-4}"
+  local ip="${INPUT_PARTITIONS:-4}" ep="${EVENT_PARTITIONS:-6}"
   create_topic gateway.access "$ip"
   create_topic gateway.tokens "$ip"
   create_topic gatewatch.events "$ep"
-  create_topic gatewatch.events.by_ip "$ep"
+  create_topic gatewatch.events.by_key "$ep"
   create_topic gatewatch.alerts 4
   create_topic gatewatch.risk 4 --config cleanup.policy=compact
   create_topic gatewatch.dlq 1

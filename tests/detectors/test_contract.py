@@ -137,3 +137,11 @@ class TestDetectorContract:
         assert len(store) > 0
         store.expire(T0 + 10 * 86_400)
         assert len(store) == 0
+
+
+def test_every_detector_names_the_streams_its_state_is_keyed_by() -> None:
+    from detectors import DETECTORS
+    from ingest.routing import KEY_KINDS
+
+    for det_cls in DETECTORS:
+        assert det_cls.partition_by and set(det_cls.partition_by) <= set(KEY_KINDS), det_cls.__name__

@@ -208,3 +208,18 @@ def test_idle_entities_are_forgotten_after_the_ttl() -> None:
     table = wf.close(math.inf)
     i = rows(table, "subject", "alice")[0]
     assert table.history[i] == 0 and table.X[i, F["hour_share"]] == pytest.approx(1 / 24)
+
+
+def test_windowing_one_kind_only_ignores_events_without_that_entity() -> None:
+    """A worker of one re-keyed stream windows only its kind; events lacking it give no rows, no error."""
+    from ingest.events import AccessRecord, Event
+    from scoring.features import WindowFeatures
+
+    wf = WindowFeatures(kinds=("subject",))
+    rec = AccessRecord(event_id="e1", ts="x", gateway="g", tenant="acme", client_ip="10.0.0.1", method="GET",
+                       path="/", status=200)
+    wf.observe([Event(record=rec, ts=1_000.0)])  # no token, so no subject
+    assert len(wf.close(float("inf")).kind) == 0
+    both = WindowFeatures(kinds=("ip", "tenant"))
+    both.observe([Event(record=rec, ts=1_000.0)])
+    assert sorted(set(both.close(float("inf")).kind.tolist())) == [2, 3]  # ip and tenant rows only

@@ -1,0 +1,140 @@
+"""`gatewatch run`: one worker process (ingest stage + detect stage), or N of them (`--workers N`).
+
+A worker process holds two consumers. The ingest consumer (group `<group_id>.ingest`) reads the
+gateway topics and re-keys normalised events onto `gatewatch.events` / `gatewatch.events.by_key`;
+the detect consumer (group `<group_id>`) reads those with one `Pipeline` per key kind, so each
+detector's state for a key lives on exactly one worker. N processes of this — started by
+`--workers N`, or separately on several machines with the same config — share both groups: Kafka
+spreads the partitions, and the results are the alerts one process would raise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
+from api.store import AlertStore
+from gatewatch.ingest_stage import IngestStage, side_kinds_of
+from gatewatch.pipeline import Pipeline
+from gatewatch.settings import Settings
+from gatewatch.sinks import KafkaResultSink, StoreSink
+from ingest.errors import GatewatchError
+from ingest.routing import KEY_KINDS, PRINCIPAL
+from ingest.tokens import TokenValidator
+
+
+def keyed_pipelines(settings: Settings, validator: TokenValidator | None) -> dict[str | None, Pipeline]:
+    """One pipeline per key kind that has something to do (a detector or behaviour windows)."""
+    out: dict[str | None, Pipeline] = {}
+    for kind in KEY_KINDS:
+        p = Pipeline.from_settings(settings, validator, partition=kind)
+        if kind == PRINCIPAL or p.detectors or p.behaviour is not None:
+            out[kind] = p
+    return out
+
+
+def run_worker(settings: Settings, store: AlertStore, *, idle_exit: float | None, max_events: int | None,
+               progress: bool) -> dict[str, Any]:
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    from gatewatch.topics import ensure_topics
+    from gatewatch.worker import Worker, WorkerOptions, keyed_reader, make_consumer, make_producer
+
+    validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
+    pipelines = keyed_pipelines(settings, validator)
+    principal = pipelines[PRINCIPAL]
+    behaviour = principal.behaviour
+    assert behaviour is not None
+    store.set_meta(MODEL_STATUS_KEY, {"status": behaviour.status, "reason": behaviour.reason})
+    if behaviour.status != "active":
+        print(f"gatewatch run: anomaly.behaviour is silent: {behaviour.reason}", file=sys.stderr)
+    k = settings.kafka
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        ensure_topics(k)
+        ingest_consumer = KafkaConsumer(
+            bootstrap_servers=k.bootstrap_servers, group_id=f"{k.group_id}.ingest", enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=k.max_poll_records, client_id="gatewatch-ingest")
+        consumer = make_consumer(k)
+        producer = make_producer(k)
+    except KafkaError as exc:
+        raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
+    ingest = IngestStage(consumer=ingest_consumer, producer=producer, topics=[k.access_topic, k.tokens_topic],
+                         decoder=principal, events_topic=k.events_topic, keyed_topic=k.keyed_topic,
+                         dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines))
+    worker = Worker(consumer=consumer, topics=[k.events_topic, k.keyed_topic], pipeline=pipelines,
+                    reader=keyed_reader(k.events_topic),
+                    sinks=[KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
+                                           dlq_topic=k.dlq_topic), StoreSink(store)],
+                    poll_timeout_ms=k.poll_timeout_ms,
+                    options=WorkerOptions(idle_exit_seconds=idle_exit, progress=progress),
+                    report=lambda figures: store.set_meta(f"{WORKER_STATS_PREFIX}{worker_id}",
+                                                          {**figures, "records": ingest.records}),
+                    worker_id=worker_id, warmup_seconds=k.warmup_seconds)
+
+    def feed() -> int:
+        """The ingest step, run before each detect poll; stops feeding after `max_events` records."""
+        if max_events is not None and ingest.records >= max_events:
+            return 0
+        return ingest.step(ingest_consumer.poll(timeout_ms=max(10, k.poll_timeout_ms // 4)))
+
+    worker.before_poll = feed
+    worker.install_signal_handlers()
+    started = time.monotonic()
+    try:
+        worker.run()
+    finally:
+        worker.close()
+        ingest_consumer.close()
+        producer.close()
+    stats = worker.stats()
+    return {"worker": worker_id, "records": ingest.records, "events": stats["events"],
+            "dead_letters": sum(stats["dead_letters"].values()), "dead_letter_codes": stats["dead_letters"],
+            "signals": stats["signals"], "warmup_events": stats["warmup_events"],
+            "alerts_stored": store.count(), "anomaly_model": behaviour.status,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def run_workers(n: int, argv: list[str]) -> dict[str, Any]:
+    """`--workers N`: N worker processes of the same command line; their summaries added up."""
+    cmd = [sys.executable, "-m", "gatewatch.cli", *argv]
+    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+
+    def forward(signum: int, _: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    summaries, failed = [], 0
+    for child in children:
+        out, _ = child.communicate()
+        if child.returncode != 0:
+            failed += 1
+            continue
+        lines = out.strip().splitlines()
+        if lines:
+            summaries.append(json.loads(lines[-1]))
+    if failed:
+        raise GatewatchError(f"{failed} of {n} workers failed")
+    total: dict[str, Any] = {"workers": n}
+    for key in ("records", "events", "dead_letters", "warmup_events"):
+        total[key] = sum(s.get(key, 0) for s in summaries)
+    signals: dict[str, int] = {}
+    for s in summaries:
+        for t, c in s.get("signals", {}).items():
+            signals[t] = signals.get(t, 0) + c
+    total["signals"] = signals
+    total["alerts_stored"] = max((s.get("alerts_stored", 0) for s in summaries), default=0)
+    total["anomaly_model"] = summaries[0]["anomaly_model"] if summaries else "unknown"
+    total["seconds"] = max((s.get("seconds", 0) for s in summaries), default=0)
+    return total
