@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--idle-exit", type=float, metavar="S", help="stop after S seconds without records")
     run.add_argument("--max-events", type=int, metavar="N", help="stop after N input records")
     run.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="start N worker processes in the consumer group (default 1)")
+                     help="start N keyed worker processes in the consumer group (default 1)")
+    run.add_argument("--keyed", action="store_true",
+                     help="one keyed worker (re-partitioned streams), to scale out with others of the same group")
 
     serve = add("serve", help="the alerts and risk API and the analyst console")
     serve.add_argument("--bind", help="HOST:PORT (default [api] bind)")

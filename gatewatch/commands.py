@@ -57,17 +57,20 @@ def _progress() -> Any:
 
 # -- run / serve -------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from gatewatch.run import run_worker, run_workers
+    from gatewatch.run import run_keyed, run_single, run_workers
 
     if args.workers < 1:
         raise ConfigError("--workers must be >= 1")
     settings = _settings(args)  # a bad config fails here, once, not in N children
     if args.workers > 1:
         argv = [a for a in (args.argv or []) if a]
-        summary = run_workers(args.workers, _without_workers(argv))
-    else:
+        summary = run_workers(args.workers, [*_without_workers(argv), "--keyed"])
+    elif args.keyed or settings.kafka.repartition:
         idle = args.idle_exit if args.idle_exit is not None or args.max_events is None else 5.0
-        summary = run_worker(settings, _store(settings), idle_exit=idle, max_events=args.max_events,
+        summary = run_keyed(settings, _store(settings), idle_exit=idle, max_events=args.max_events,
+                            progress=sys.stderr.isatty())
+    else:
+        summary = run_single(settings, _store(settings), idle_exit=args.idle_exit, max_events=args.max_events,
                              progress=sys.stderr.isatty())
     print(json.dumps(summary))
     return 0

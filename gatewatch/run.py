@@ -1,6 +1,11 @@
-"""`gatewatch run`: one worker process (ingest stage + detect stage), or N of them (`--workers N`).
+"""`gatewatch run`: the streaming pipeline on Kafka.
 
-A worker process holds two consumers. The ingest consumer (group `<group_id>.ingest`) reads the
+Two ways to run it:
+
+* **one process** (the default): one consumer on the gateway topics, one `Pipeline` that routes every
+  event to every detector in memory (DESIGN.md: "the default run").
+* **keyed workers** (`--keyed`, `[kafka] repartition = true`, or `--workers N`, which starts N of them):
+  a worker process holds two consumers. The ingest consumer (group `<group_id>.ingest`) reads the
 gateway topics and re-keys normalised events onto `gatewatch.events` / `gatewatch.events.by_key`;
 the detect consumer (group `<group_id>`) reads those with one `Pipeline` per key kind, so each
 detector's state for a key lives on exactly one worker. N processes of this — started by
@@ -40,8 +45,59 @@ def keyed_pipelines(settings: Settings, validator: TokenValidator | None) -> dic
     return out
 
 
-def run_worker(settings: Settings, store: AlertStore, *, idle_exit: float | None, max_events: int | None,
+def _model_status(store: AlertStore, pipeline: Pipeline) -> str:
+    behaviour = pipeline.behaviour
+    assert behaviour is not None
+    store.set_meta(MODEL_STATUS_KEY, {"status": behaviour.status, "reason": behaviour.reason})
+    if behaviour.status != "active":
+        print(f"gatewatch run: anomaly.behaviour is silent: {behaviour.reason}", file=sys.stderr)
+    return behaviour.status
+
+
+def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None, max_events: int | None,
                progress: bool) -> dict[str, Any]:
+    """One process on the gateway topics; every event to every detector, routed in memory."""
+    from kafka.errors import KafkaError
+
+    from gatewatch.topics import ensure_topics
+    from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
+
+    validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
+    pipeline = Pipeline.from_settings(settings, validator)
+    model = _model_status(store, pipeline)
+    k = settings.kafka
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        ensure_topics(k)
+        consumer = make_consumer(k)
+        producer = make_producer(k)
+    except KafkaError as exc:
+        raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
+    worker = Worker(consumer=consumer, topics=[k.access_topic, k.tokens_topic], pipeline=pipeline,
+                    sinks=[KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
+                                           dlq_topic=k.dlq_topic), StoreSink(store)],
+                    poll_timeout_ms=k.poll_timeout_ms,
+                    options=WorkerOptions(idle_exit_seconds=idle_exit, max_events=max_events, progress=progress),
+                    report=lambda figures: store.set_meta(f"{WORKER_STATS_PREFIX}{worker_id}", figures),
+                    worker_id=worker_id, warmup_seconds=k.warmup_seconds)
+    worker.install_signal_handlers()
+    started = time.monotonic()
+    try:
+        worker.run()
+    finally:
+        worker.close()
+        producer.close()
+    stats = worker.stats()
+    return {"worker": worker_id, "mode": "single", "records": worker.records, "events": stats["events"],
+            "dead_letters": sum(stats["dead_letters"].values()), "dead_letter_codes": stats["dead_letters"],
+            "signals": stats["signals"], "warmup_events": stats["warmup_events"],
+            "alerts_stored": store.count(), "anomaly_model": model,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None, max_events: int | None,
+              progress: bool) -> dict[str, Any]:
+    """One keyed worker: the ingest stage and the detect stage of the re-keyed streams."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
@@ -51,11 +107,7 @@ def run_worker(settings: Settings, store: AlertStore, *, idle_exit: float | None
     validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
     pipelines = keyed_pipelines(settings, validator)
     principal = pipelines[PRINCIPAL]
-    behaviour = principal.behaviour
-    assert behaviour is not None
-    store.set_meta(MODEL_STATUS_KEY, {"status": behaviour.status, "reason": behaviour.reason})
-    if behaviour.status != "active":
-        print(f"gatewatch run: anomaly.behaviour is silent: {behaviour.reason}", file=sys.stderr)
+    model = _model_status(store, principal)
     k = settings.kafka
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
     try:
@@ -96,10 +148,10 @@ def run_worker(settings: Settings, store: AlertStore, *, idle_exit: float | None
         ingest_consumer.close()
         producer.close()
     stats = worker.stats()
-    return {"worker": worker_id, "records": ingest.records, "events": stats["events"],
+    return {"worker": worker_id, "mode": "keyed", "records": ingest.records, "events": stats["events"],
             "dead_letters": sum(stats["dead_letters"].values()), "dead_letter_codes": stats["dead_letters"],
             "signals": stats["signals"], "warmup_events": stats["warmup_events"],
-            "alerts_stored": store.count(), "anomaly_model": behaviour.status,
+            "alerts_stored": store.count(), "anomaly_model": model,
             "seconds": round(time.monotonic() - started, 2)}
 
 

@@ -32,6 +32,9 @@ class KafkaSettings(_Section):
     risk_topic: str = "gatewatch.risk"
     dlq_topic: str = "gatewatch.dlq"
     # Normalised events re-keyed for the detectors (ingest/routing.py): by principal, and by side key.
+    # `gatewatch run` as a keyed worker (ingest stage + detect stage on the re-keyed streams), which
+    # several processes can share; false: one process routes in memory (true is what `run --keyed` does).
+    repartition: bool = False
     events_topic: str = "gatewatch.events"
     keyed_topic: str = "gatewatch.events.by_key"
     event_partitions: int = Field(6, ge=1, le=10_000)  # of both: at most this many workers detect in parallel

@@ -185,8 +185,9 @@ class Worker:
             for m in messages:
                 kind, item = self.reader(m)
                 ts = item.ts if isinstance(item, Event) else None
-                self.aligner.add(tp, m.offset, ts, (kind, m.offset < warm_until, item))
-            self.records += len(messages)
+                warming = m.offset < warm_until
+                self.aligner.add(tp, m.offset, ts, (kind, warming, item))
+                self.records += not warming  # re-read for warm-up: not a new record
         self._update_caught_up()
         items, commits = self.aligner.release(everything=everything)
         if items:
