@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from api import console
 from api.auth import Authenticator
 from api.errors import BodyLimitMiddleware, install_error_handlers
-from api.routes import alerts, health, risk
+from api.metrics import ApiMetrics
+from api.routes import alerts, entities, health, metrics, risk, stream
 from api.store import AlertStore
 
 ReadyCheck = Callable[[], tuple[bool, str]]
@@ -36,11 +37,16 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
     app.state.authenticator = authenticator if authenticator is not None \
         else Authenticator.from_config(api_settings)
     app.state.ready_checks = dict(ready_checks or {})
+    # Reads `app.state.store` at each scrape, so a store swapped in later is the one measured.
+    app.state.metrics = ApiMetrics(lambda: app.state.store)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware,
                        max_body_bytes=int(getattr(api_settings, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)))
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(stream.router)  # before alerts: /v1/alerts/stream is not /v1/alerts/{alert_id}
     app.include_router(alerts.router)
     app.include_router(risk.router)
+    app.include_router(entities.router)
     console.mount(app)
     return app

@@ -54,4 +54,4 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path, make_alert):
     store = AlertStore(path)
     assert store.list_alerts(suppressed=True)[0][0].id == a.id
     assert store.counts()["suppressed"] == 1
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
