@@ -58,12 +58,16 @@ class IngestStage:
         """Buffer one polled batch, publish what is aligned, commit it; returns how many records it held."""
         if self._gained:  # buffered records of a rebalance were dropped: read from the committed offset
             gained, self._gained = self._gained, []
+            fresh = []
             for tp in gained:
                 committed = self.consumer.committed(tp)
                 if committed is None or committed < 0:
-                    self.consumer.seek_to_beginning(tp)
+                    fresh.append(tp)
                 else:
                     self.consumer.seek(tp, committed)
+            # explicit offsets: kafka-python 3.0.12 stopped fetching a partition reset by seek_to_beginning
+            for tp, offset in (self.consumer.beginning_offsets(fresh) if fresh else {}).items():
+                self.consumer.seek(tp, offset)
             polled = {tp: msgs for tp, msgs in polled.items() if tp not in gained}
         for tp, messages in polled.items():
             for m in messages:

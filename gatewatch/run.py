@@ -45,6 +45,19 @@ def keyed_pipelines(settings: Settings, validator: TokenValidator | None) -> dic
     return out
 
 
+def wait_for_topics(consumer: Any, topics: list[str], timeout: float = 30.0) -> None:
+    """Until the consumer's metadata knows `topics`: a subscription to a topic created a moment ago
+    would otherwise wait for the next metadata refresh (minutes) before getting any partition."""
+    deadline = time.monotonic() + timeout
+    missing = list(topics)
+    while missing and time.monotonic() < deadline:
+        missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+        if missing:
+            time.sleep(0.2)
+    if missing:
+        raise GatewatchError(f"Kafka does not show topic {missing[0]} after {timeout:.0f}s")
+
+
 def _model_status(store: AlertStore, pipeline: Pipeline) -> str:
     behaviour = pipeline.behaviour
     assert behaviour is not None
@@ -71,6 +84,7 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
         ensure_topics(k)
         consumer = make_consumer(k)
         producer = make_producer(k)
+        wait_for_topics(consumer, [k.access_topic, k.tokens_topic])
     except KafkaError as exc:
         raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
     worker = Worker(consumer=consumer, topics=[k.access_topic, k.tokens_topic], pipeline=pipeline,
@@ -117,6 +131,8 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
             auto_offset_reset="earliest", max_poll_records=k.max_poll_records, client_id="gatewatch-ingest")
         consumer = make_consumer(k)
         producer = make_producer(k)
+        wait_for_topics(ingest_consumer, [k.access_topic, k.tokens_topic])
+        wait_for_topics(consumer, [k.events_topic, k.keyed_topic])
     except KafkaError as exc:
         raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
     ingest = IngestStage(consumer=ingest_consumer, producer=producer, topics=[k.access_topic, k.tokens_topic],
@@ -139,6 +155,7 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
         return ingest.step(ingest_consumer.poll(timeout_ms=max(10, k.poll_timeout_ms // 4)))
 
     worker.before_poll = feed
+    worker.joining = lambda: not ingest_consumer.assignment()
     worker.install_signal_handlers()
     started = time.monotonic()
     try:

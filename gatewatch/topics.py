@@ -8,13 +8,18 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 
+DLQ_MAX_BYTES = 4 * 1024 * 1024
+
+
 def topic_specs(kafka: Any, input_partitions: int = 4) -> list[NewTopic]:
     return [
         NewTopic(kafka.access_topic, input_partitions, 1),
         NewTopic(kafka.tokens_topic, input_partitions, 1),
         NewTopic(kafka.alerts_topic, 4, 1),
         NewTopic(kafka.risk_topic, 4, 1, topic_configs={"cleanup.policy": "compact"}),
-        NewTopic(kafka.dlq_topic, 1, 1),
+        # A dead letter carries the original bytes (base64): an oversize input record of up to the broker's
+        # 1 MB limit must still fit.
+        NewTopic(kafka.dlq_topic, 1, 1, topic_configs={"max.message.bytes": str(DLQ_MAX_BYTES)}),
         NewTopic(kafka.events_topic, kafka.event_partitions, 1),
         NewTopic(kafka.keyed_topic, kafka.event_partitions, 1),
     ]

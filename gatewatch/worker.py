@@ -84,7 +84,8 @@ def make_consumer(kafka: Any) -> KafkaConsumer:
 
 def make_producer(kafka: Any) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5,
-                         retries=10, client_id="gatewatch-worker")
+                         retries=10, client_id="gatewatch-worker",
+                         max_request_size=5 * 1024 * 1024)  # dead letters of oversize records (topics.py)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -134,6 +135,7 @@ class Worker:
         self.to_warm_up: list[Any] = []  # partitions gained in the last poll, to warm up before processing
         # Called before each poll (the ingest stage of `gatewatch run`); records it handled count as activity.
         self.before_poll: Callable[[], int] | None = None
+        self.joining: Callable[[], bool] | None = None  # another consumer of this process still joining
         self._paused: set[Any] = set()
         self._unknown_since: dict[Any, float] = {}
         self._last_report = float("-inf")
@@ -156,7 +158,7 @@ class Worker:
             polled = self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms)
             self.process(polled)
             if not polled and not fed:
-                if not self.consumer.assignment():
+                if not self.consumer.assignment() or (self.joining is not None and self.joining()):
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
                     break
@@ -185,9 +187,7 @@ class Worker:
             for m in messages:
                 kind, item = self.reader(m)
                 ts = item.ts if isinstance(item, Event) else None
-                warming = m.offset < warm_until
-                self.aligner.add(tp, m.offset, ts, (kind, warming, item))
-                self.records += not warming  # re-read for warm-up: not a new record
+                self.aligner.add(tp, m.offset, ts, (kind, m.offset < warm_until, item))
         self._update_caught_up()
         items, commits = self.aligner.release(everything=everything)
         if items:
@@ -209,6 +209,8 @@ class Worker:
         warm: dict[str | None, list[Event]] = {}
         live: dict[str | None, list[Event]] = {}
         dead: list[DeadLetter] = []
+        # Counted when released, not when polled: a rebalance drops unreleased records, which are read again.
+        self.records += sum(1 for _, warming, _ in items if not warming)
         for kind, warming, item in items:
             if isinstance(item, DeadLetter):
                 if not warming:
@@ -240,11 +242,12 @@ class Worker:
         as warm-up. Returns the partitions whose position was set."""
         starts: dict[Any, int] = {}
         wanted: list[Any] = []
+        fresh = []
         for tp in assigned:
             self._warm_until.pop(tp, None)
             committed = self.consumer.committed(tp)
             if committed is None or committed < 0:
-                self.consumer.seek_to_beginning(tp)
+                fresh.append(tp)  # never committed: from the first record still in the log
                 continue
             starts[tp] = committed
             if self.warmup_seconds > 0 and self._held.get(tp) != committed:  # gained, not kept
@@ -252,6 +255,10 @@ class Worker:
         # Wall clock on purpose: this finds where to start reading, it decides nothing about events.
         since_ms = int((self.wall_clock() - self.warmup_seconds) * 1000)
         found = self.consumer.offsets_for_times({tp: since_ms for tp in wanted}) if wanted else {}
+        # An explicit offset, not seek_to_beginning: with kafka-python 3.0.12 a partition reset that way
+        # after records had been fetched was never fetched again.
+        for tp, offset in (self.consumer.beginning_offsets(fresh) if fresh else {}).items():
+            self.consumer.seek(tp, offset)
         for tp, offset in starts.items():
             start = found.get(tp)
             if start is not None and start.offset is not None and start.offset < offset:

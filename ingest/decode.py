@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
+from datetime import datetime, timezone
 
 import msgspec
 
@@ -25,6 +25,10 @@ def parse_ts(value: str) -> float:
         raise DecodeError(f"ts is not an RFC 3339 timestamp: {value!r}", "bad_timestamp") from None
     if dt.tzinfo is None:
         raise DecodeError("ts has no time zone (use Z)", "bad_timestamp")
+    try:  # 9999-12-31T23:59:59-14:00 is valid RFC 3339 but lies in year 10000 UTC
+        dt.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise DecodeError(f"ts is outside years 1..9999 in UTC: {value!r}", "bad_timestamp") from None
     return dt.timestamp()
 
 
@@ -51,12 +55,18 @@ def decode_record(raw: bytes, max_bytes: int) -> tuple[Record, float]:
     """Bytes → (record, event time). Raises `DecodeError`/`OversizeError` with a reason."""
     if len(raw) > max_bytes:
         raise OversizeError(f"record of {len(raw)} bytes exceeds limits.max_event_bytes={max_bytes}")
+    try:  # msgspec lets invalid UTF-8 through in fields it skips, and raises UnicodeDecodeError in others
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not UTF-8: invalid byte at {exc.start}", "not_json") from None
     try:
         record = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"schema: {exc}", "schema") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"not UTF-8 JSON: {exc}", "not_json") from None
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply", "not_json") from None
     _check(record)
     return record, parse_ts(record.ts)
 

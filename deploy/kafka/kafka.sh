@@ -152,7 +152,7 @@ topics() {
   create_topic gatewatch.events.by_key "$ep"
   create_topic gatewatch.alerts 4
   create_topic gatewatch.risk 4 --config cleanup.policy=compact
-  create_topic gatewatch.dlq 1
+  create_topic gatewatch.dlq 1 --config max.message.bytes=4194304
 }
 
 create_topic() {

@@ -84,3 +84,21 @@ def test_mutated_records_either_decode_or_raise_record_error(fields: dict) -> No
     except RecordError:
         return
     assert decoded.event_id == rec["event_id"]
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b'{"kind":"access","event_id":"e","ts":"2026-11-28T10:00:00.000Z","gateway":"g","tenant":"t",'
+     b'"client_ip":"10.0.0.1","method":"GET","path":"/caf\xe2\x82","status":200}', "not_json"),
+    (b'{"kind":"access","event_id":"e","ts":"2026-11-28T10:00:00.000Z","gateway":"g","tenant":"t",'
+     b'"client_ip":"10.0.0.1","method":"GET","path":"/","status":200,"x\xff":1}', "not_json"),
+    (b'{"kind":"access","x":' + b"[" * 5000 + b"]" * 5000 + b"}", "not_json"),
+    (b'{"kind":"access","event_id":"e","ts":"9999-12-31T23:59:59.999-14:00","gateway":"g","tenant":"t",'
+     b'"client_ip":"10.0.0.1","method":"GET","path":"/","status":200}', "bad_timestamp"),
+])
+def test_hostile_bytes_found_by_the_poison_test_are_dead_letters_not_crashes(raw, code) -> None:
+    from ingest.decode import decode_record
+    from ingest.errors import DecodeError
+
+    with pytest.raises(DecodeError) as err:
+        decode_record(raw, 1 << 20)
+    assert err.value.code == code
