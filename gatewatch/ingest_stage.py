@@ -20,6 +20,7 @@ from kafka import ConsumerRebalanceListener, OffsetAndMetadata
 
 from gatewatch.alignment import EventTimeAligner
 from gatewatch.pipeline import Pipeline
+from gatewatch.worker import position_gained
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
 from ingest.routing import PRINCIPAL, encode_event, principal_key, side_keys
@@ -58,17 +59,16 @@ class IngestStage:
         """Buffer one polled batch, publish what is aligned, commit it; returns how many records it held."""
         if self._gained:  # buffered records of a rebalance were dropped: read from the committed offset
             gained, self._gained = self._gained, []
-            fresh = []
+            targets, fresh = {}, []
             for tp in gained:
                 committed = self.consumer.committed(tp)
                 if committed is None or committed < 0:
                     fresh.append(tp)
                 else:
-                    self.consumer.seek(tp, committed)
-            # explicit offsets: kafka-python 3.0.12 stopped fetching a partition reset by seek_to_beginning
-            for tp, offset in (self.consumer.beginning_offsets(fresh) if fresh else {}).items():
-                self.consumer.seek(tp, offset)
-            polled = {tp: msgs for tp, msgs in polled.items() if tp not in gained}
+                    targets[tp] = committed
+            if fresh:
+                targets.update(self.consumer.beginning_offsets(fresh))
+            polled = position_gained(self.consumer, targets, polled)
         for tp, messages in polled.items():
             for m in messages:
                 raw = m.value if m.value is not None else b""

@@ -88,6 +88,21 @@ def make_producer(kafka: Any) -> KafkaProducer:
                          max_request_size=5 * 1024 * 1024)  # dead letters of oversize records (topics.py)
 
 
+def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+    """Make each gained partition read from its target offset; returns `polled` without the records that
+    will come again. Seeks only where needed: a partition whose polled records (or position) already start
+    at the target is left alone (with kafka-python 3.0.12 a seek right after a fetch sometimes left the
+    partition never fetched again, so the common case — first assignment — must not seek at all)."""
+    kept = dict(polled)
+    for tp, target in targets.items():
+        msgs = kept.get(tp)
+        here = msgs[0].offset if msgs else consumer.position(tp)
+        if here != target:
+            consumer.seek(tp, target)
+            kept.pop(tp, None)
+    return kept
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -179,9 +194,7 @@ class Worker:
         """One step: buffer what was polled, release what is aligned, write it durably, commit."""
         if self.to_warm_up:
             gained, self.to_warm_up = self.to_warm_up, []
-            rewound = self.warm_up(gained)
-            # Records already polled from a rewound partition come again after the warm-up records.
-            polled = {tp: msgs for tp, msgs in polled.items() if tp not in rewound}
+            polled = self.warm_up(gained, polled)
         for tp, messages in polled.items():
             warm_until = self._warm_until.get(tp, -1)
             for m in messages:
@@ -198,6 +211,10 @@ class Worker:
                 for sink in self.sinks:
                     sink.flush()  # durable first ...
                 self.batches += 1
+        # Warm-up records were processed and committed before this worker gained their partition: a
+        # partition whose first unreleased record is still one of them keeps its committed offset (moving
+        # it back would hand already-alerted records to the next owner, after a crash, as new ones).
+        commits = {tp: off for tp, off in commits.items() if off >= self._warm_until.get(tp, -1)}
         if commits:  # ... then the offset of each partition's first record not yet processed
             self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in commits.items()})
             self._held.update(commits)
@@ -234,13 +251,13 @@ class Worker:
             result.merge(self.pipeline.process_decoded([], dead))
         return result
 
-    def warm_up(self, assigned: list[Any]) -> set[Any]:
+    def warm_up(self, assigned: list[Any], polled: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
         """Position each partition gained at its committed offset (records buffered before a rebalance
         were dropped, so they must be read again whatever the client kept), or — when it was gained,
         not merely kept, and warm-up is on — at the first record written in the last `warmup_seconds`
         (Kafka's time index: DESIGN.md "now − horizon"), the records before the committed offset marked
-        as warm-up. Returns the partitions whose position was set."""
-        starts: dict[Any, int] = {}
+        as warm-up. Returns `polled` without the records that will be read again."""
+        targets: dict[Any, int] = {}
         wanted: list[Any] = []
         fresh = []
         for tp in assigned:
@@ -249,25 +266,21 @@ class Worker:
             if committed is None or committed < 0:
                 fresh.append(tp)  # never committed: from the first record still in the log
                 continue
-            starts[tp] = committed
+            targets[tp] = committed
             if self.warmup_seconds > 0 and self._held.get(tp) != committed:  # gained, not kept
                 wanted.append(tp)
         # Wall clock on purpose: this finds where to start reading, it decides nothing about events.
         since_ms = int((self.wall_clock() - self.warmup_seconds) * 1000)
         found = self.consumer.offsets_for_times({tp: since_ms for tp in wanted}) if wanted else {}
-        # An explicit offset, not seek_to_beginning: with kafka-python 3.0.12 a partition reset that way
-        # after records had been fetched was never fetched again.
-        for tp, offset in (self.consumer.beginning_offsets(fresh) if fresh else {}).items():
-            self.consumer.seek(tp, offset)
-        for tp, offset in starts.items():
+        for tp, committed in list(targets.items()):
             start = found.get(tp)
-            if start is not None and start.offset is not None and start.offset < offset:
-                self.consumer.seek(tp, start.offset)
-                self._warm_until[tp] = offset
+            if start is not None and start.offset is not None and start.offset < committed:
+                targets[tp] = start.offset
+                self._warm_until[tp] = committed
                 self.warmed_partitions += 1
-            else:
-                self.consumer.seek(tp, offset)
-        return set(assigned)
+        if fresh:
+            targets.update(self.consumer.beginning_offsets(fresh))
+        return position_gained(self.consumer, targets, polled)
 
     def drain(self) -> None:
         """Process everything still buffered (stopping: nothing more will come in this run)."""
