@@ -142,9 +142,9 @@ class Pipeline:
     def process_events(self, events: Sequence[Event], *, warmup: bool = False) -> BatchResult:
         """Detection and scoring for decoded events; the batch is taken in event-time order.
 
-        `warmup`: rebuilding state after a worker gained a partition — detectors and behaviour windows
-        see the events (so the state is what it would have been), but nothing they find is reported:
-        it was reported by whoever processed these records the first time."""
+        `warmup`: rebuilding state after a worker gained a partition — detectors, behaviour windows, risk
+        and open alerts see the events (so the state is what it would have been), but nothing is
+        reported: it was reported by whoever processed these records the first time."""
         result = BatchResult(events=len(events))
         changed: dict[str, None] = {}
         risk: dict[tuple[str, str, str], RiskUpdate] = {}
@@ -164,13 +164,17 @@ class Pipeline:
                     self.stats.dead_letter_codes["detector_error"] += 1
                     self.stats.dead_letters += 1
                     continue
-                if not warmup:
-                    for signal in found:
+                for signal in found:
+                    if warmup:
+                        self._remember(signal)
+                    else:
                         self._signal(signal, result, changed, risk)
         if self.behaviour is not None:
             self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
             for signal in self.behaviour.flush(self.watermark):
-                if not warmup:
+                if warmup:
+                    self._remember(signal)
+                else:
                     self._signal(signal, result, changed, risk)
         if warmup:
             self.stats.warmup_events += len(events)
@@ -196,6 +200,12 @@ class Pipeline:
         result.alerts = [self.alerts.get(aid) for aid in changed]
         result.risk = list(risk.values())
         return result
+
+    def _remember(self, signal: Signal) -> None:
+        """Warm-up: fold a signal into risk and the open alert (so counts and scores continue where the
+        previous owner left them) without reporting anything — it was reported the first time."""
+        updates = self.risk.add(signal)
+        self.alerts.add(signal, updates[0].score if updates else 0.0)
 
     def _signal(self, signal: Signal, result: BatchResult, changed: dict[str, None],
                 risk: dict[tuple[str, str, str], RiskUpdate]) -> None:
