@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/end_to_end.py
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/anomaly.py
+	$(BIN)/python bench/risk_lookup.py
 
 clean: kafka-stop
 	rm -rf demo .cache/kafka/data

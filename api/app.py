@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from api import console
 from api.auth import Authenticator
-from api.errors import BodyLimitMiddleware, install_error_handlers
+from api.errors import BodyLimitMiddleware, RepeatedQueryMiddleware, install_error_handlers
 from api.metrics import ApiMetrics
 from api.routes import alerts, entities, health, metrics, risk, stream
 from api.store import AlertStore
@@ -40,6 +40,7 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
     # Reads `app.state.store` at each scrape, so a store swapped in later is the one measured.
     app.state.metrics = ApiMetrics(lambda: app.state.store)
     install_error_handlers(app)
+    app.add_middleware(RepeatedQueryMiddleware)
     app.add_middleware(BodyLimitMiddleware,
                        max_body_bytes=int(getattr(api_settings, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)))
     app.include_router(health.router)

@@ -16,11 +16,14 @@ exception text or echoed input ever reaches a client; unexpected errors are logg
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -110,14 +113,35 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", message)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete")
+
+
+def _documented_methods(request: Request) -> str | None:
+    """The methods the OpenAPI document gives the requested path (the most specific template wins:
+    `/v1/alerts/counts` is not `/v1/alerts/{alert_id}`). Starlette's 405 names only the first route's."""
+    best: tuple[int, list[str]] | None = None
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            rank = template.count("{")
+            if best is None or rank < best[0]:
+                best = (rank, [m.upper() for m in _HTTP_METHODS if m in item])
+    return ", ".join(best[1]) if best and best[1] else None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     code = _STATUS_CODES.get(status, "internal" if status >= 500 else "error")
     # Framework details are short fixed strings ("Not Found", "Method Not Allowed"); keep them,
     # but never for 5xx.
     message = str(exc.detail) if status < 500 and isinstance(exc.detail, str) else "internal error"
-    return error_response(status, code, message, getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if status == 405:
+        allowed = _documented_methods(request)
+        if allowed:
+            headers = {**(headers or {}), "Allow": allowed}
+    return error_response(status, code, message, headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -131,6 +155,43 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+class RepeatedQueryMiddleware:
+    """Refuses a query string naming a parameter twice (`?ip=a&ip=b`) with 400: the API would read one
+    value and a proxy in front might read the other — on the gateway's hot path, an ambiguity to refuse."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            names = [name for name, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)]
+            if len(names) != len(set(names)):
+                response = error_response(400, "bad_request", "a query parameter is given more than once")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class ErrorBody(BaseModel):
+    """Every error: `{"error": {"code", "message"}}` (CONTRACT.md §6)."""
+
+    class Detail(BaseModel):
+        code: str
+        message: str
+
+    error: Detail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status documented with the error body it really has."""
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS.get(status, "error")} for status in statuses}
+
+
+_DESCRIPTIONS = {400: "bad filter value, cursor or query", 401: "missing or invalid credential",
+                 403: "credential lacks the scope", 404: "not found (or not in your tenants)",
+                 413: "request body too large", 422: "invalid body"}
 
 
 class BodyLimitMiddleware:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import Principal, require
-from api.errors import ApiError, BadRequest, NotFound
+from api.errors import ApiError, BadRequest, NotFound, error_responses
 from api.routes import StoreDep
 from api.store import UNSET, StoredAlert, StoreQueryError, utc_now
 from scoring.alerts import Severity, Status
@@ -18,10 +18,11 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 Reader = Annotated[Principal, Depends(require("alerts:read"))]
 Writer = Annotated[Principal, Depends(require("alerts:write"))]
 AlertId = Annotated[str, Path(min_length=1, max_length=200)]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "bad filter value or cursor"}, 401: {"description": "missing or invalid credential"},
-    403: {"description": "credential lacks the scope"},
-}
+_ERRORS = error_responses(400, 401, 403)
+_STATUS_LIST = r"^(open|acknowledged|resolved|false_positive)(,(open|acknowledged|resolved|false_positive))*$"
+_SEVERITY_LIST = r"^(low|medium|high|critical)(,(low|medium|high|critical))*$"
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+
 
 
 # -- response and request schemas (separate from the stored rows) ---------------------------------
@@ -98,7 +99,7 @@ class AlertCounts(BaseModel):
 class AlertPatch(BaseModel):
     """Triage. `assignee: null` unassigns; `note` is appended with its author and time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     status: Status | None = None
     assignee: str | None = Field(None, min_length=1, max_length=200)
@@ -128,14 +129,18 @@ def _query_error(exc: StoreQueryError) -> ApiError:
 @router.get("", response_model=AlertPage, responses=_ERRORS)
 def list_alerts(
     principal: Reader, store: StoreDep,
-    status: Annotated[str | None, Query(max_length=200, description="comma-separated statuses")] = None,
-    severity: Annotated[str | None, Query(max_length=200, description="comma-separated severities")] = None,
+    status: Annotated[str | None, Query(max_length=200, pattern=_STATUS_LIST,
+                                        description="comma-separated statuses")] = None,
+    severity: Annotated[str | None, Query(max_length=200, pattern=_SEVERITY_LIST,
+                                          description="comma-separated severities")] = None,
     type_: Annotated[str | None, Query(alias="type", max_length=1000,
                                        description="comma-separated alert types")] = None,
     tenant: Annotated[str | None, Query(max_length=200)] = None,
     entity: Annotated[str | None, Query(max_length=1000, description="kind:value, or a bare value")] = None,
-    since: Annotated[str | None, Query(max_length=64, description="RFC 3339; on last_seen")] = None,
-    until: Annotated[str | None, Query(max_length=64, description="RFC 3339; on last_seen")] = None,
+    since: Annotated[str | None, Query(max_length=64, pattern=_RFC3339, json_schema_extra={"format": "date-time"},
+                                       description="RFC 3339 with a zone; on last_seen")] = None,
+    until: Annotated[str | None, Query(max_length=64, pattern=_RFC3339, json_schema_extra={"format": "date-time"},
+                                       description="RFC 3339 with a zone; on last_seen")] = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     suppressed: Annotated[Literal["exclude", "include", "only"], Query(
@@ -157,7 +162,7 @@ def count_alerts(principal: Reader, store: StoreDep) -> AlertCounts:
 
 
 @router.get("/{alert_id}", response_model=AlertOut,
-            responses={**_ERRORS, 404: {"description": "no such alert (or not in your tenants)"}})
+            responses=error_responses(400, 401, 403, 404))
 def get_alert(alert_id: AlertId, principal: Reader, store: StoreDep) -> AlertOut:
     alert = store.get_alert(alert_id, principal.tenant_filter())
     if alert is None:
@@ -166,8 +171,7 @@ def get_alert(alert_id: AlertId, principal: Reader, store: StoreDep) -> AlertOut
 
 
 @router.patch("/{alert_id}", response_model=AlertOut,
-              responses={**_ERRORS, 404: {"description": "no such alert (or not in your tenants)"},
-                         422: {"description": "invalid body"}})
+              responses=error_responses(400, 401, 403, 404, 413, 422))
 def patch_alert(alert_id: AlertId, patch: AlertPatch, principal: Writer, store: StoreDep) -> AlertOut:
     given = patch.model_fields_set
     try:

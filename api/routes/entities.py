@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
-from api.errors import NotFound
+from api.errors import NotFound, error_responses
 from api.risk_table import canonical_value
 from api.routes import StoreDep
 from api.routes.alerts import AlertOut
@@ -25,10 +25,7 @@ router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
 Reader = Annotated[Principal, Depends(require("alerts:read"))]
 Kind = Literal["subject", "client", "ip", "token", "tenant"]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "bad parameter value"}, 401: {"description": "missing or invalid credential"},
-    403: {"description": "credential lacks alerts:read"},
-}
+_ERRORS = error_responses(400, 401, 403)
 
 
 # -- response schemas (separate from the stored rows) ---------------------------------------------
@@ -88,7 +85,7 @@ def riskiest_entities(
 
 
 @router.get("/{kind}/{value:path}", response_model=EntityPage,
-            responses={**_ERRORS, 404: {"description": "no risk and no alerts for this entity in your tenants"}})
+            responses=error_responses(400, 401, 403, 404))
 def entity_page(
     kind: Kind, value: Annotated[str, Path(min_length=1, max_length=16_384)], principal: Reader, store: StoreDep,
     history: Annotated[int, Query(ge=0, le=500, description="at most this many history points")] = 200,

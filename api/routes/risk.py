@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
-from api.errors import BadRequest
+from api.errors import BadRequest, error_responses
 from api.routes import StoreDep
 from api.routes.metrics import MetricsDep
 from scoring.alerts import rfc3339
@@ -38,8 +38,7 @@ class RiskAnswer(BaseModel):
 
 
 @router.get("/risk", response_model=RiskAnswer,
-            responses={400: {"description": "no entity given"}, 401: {"description": "no credential"},
-                       403: {"description": "credential lacks risk:read"}})
+            responses=error_responses(400, 401, 403))
 def get_risk(
     principal: RiskReader, store: StoreDep, metrics: MetricsDep,
     sub: Annotated[str | None, Query(max_length=1000)] = None,
