@@ -66,6 +66,14 @@ class EventTimeAligner:
                 dropped += len(p.items)
         return dropped
 
+    def park(self, tps: list[Hashable]) -> dict[Hashable, Any]:
+        """Take partitions out at a rebalance, keeping their buffers: one that comes straight back to
+        this worker with its fetch position where the buffer ends resumes without re-reading."""
+        return {tp: self._parts.pop(tp) for tp in tps if tp in self._parts}
+
+    def unpark(self, tp: Hashable, parked: Any) -> None:
+        self._parts[tp] = parked
+
     # -- what it answers ------------------------------------------------------------------------
     def release_point(self) -> float:
         """Event time up to which every partition has delivered what it can (inf: nothing holds back)."""

@@ -109,9 +109,9 @@ class _Rebalance(ConsumerRebalanceListener):
         self.dropped = 0
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        # Released records were committed at the end of their step; what is still buffered was not,
-        # so the partition's next owner reads it again.
-        self.dropped += self.worker.aligner.revoke(list(revoked))
+        # Released records were committed at the end of their step; what is still buffered was not:
+        # the partition's next owner reads it again — unless that is this worker (see `warm_up`).
+        self.worker.parked.update(self.worker.aligner.park(list(revoked)))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Runs inside the client's event loop, where blocking calls (committed offsets, the time
@@ -148,6 +148,7 @@ class Worker:
         self.wall_clock: Callable[[], float] = time.time  # where warm-up starts reading (the time index)
         self.warmed_partitions = 0
         self.to_warm_up: list[Any] = []  # partitions gained in the last poll, to warm up before processing
+        self.parked: dict[Any, Any] = {}  # buffers of partitions revoked by the last rebalance
         # Called before each poll (the ingest stage of `gatewatch run`); records it handled count as activity.
         self.before_poll: Callable[[], int] | None = None
         self.joining: Callable[[], bool] | None = None  # another consumer of this process still joining
@@ -266,8 +267,13 @@ class Worker:
             if committed is None or committed < 0:
                 fresh.append(tp)  # never committed: from the first record still in the log
                 continue
+            kept = self._held.get(tp) == committed
+            parked = self.parked.pop(tp, None)
+            if kept and parked is not None and self._resumable(tp, parked, committed, polled):
+                self.aligner.unpark(tp, parked)  # back to us, fetch position unchanged: carry on as before
+                continue
             targets[tp] = committed
-            if self.warmup_seconds > 0 and self._held.get(tp) != committed:  # gained, not kept
+            if self.warmup_seconds > 0 and not kept:  # gained, not merely kept
                 wanted.append(tp)
         # Wall clock on purpose: this finds where to start reading, it decides nothing about events.
         since_ms = int((self.wall_clock() - self.warmup_seconds) * 1000)
@@ -280,8 +286,19 @@ class Worker:
                 self.warmed_partitions += 1
         if fresh:
             targets.update(self.consumer.beginning_offsets(fresh))
+        self.parked.clear()  # partitions that went to other workers: their records are theirs now
         return position_gained(self.consumer, targets, polled)
 
+    def _resumable(self, tp: Any, parked: Any, committed: int, polled: dict[Any, list[Any]]) -> bool:
+        """A kept partition whose buffer starts at the committed offset and whose next record (polled, or
+        the fetch position) follows the buffer: nothing to re-read and — importantly — no seek, which
+        with kafka-python 3.0.12 after a broker restart left the partition never fetched again."""
+        first = parked.items[0][1] if parked.items else parked.next_offset
+        if first is None or first != committed:
+            return False
+        msgs = polled.get(tp)
+        following = msgs[0].offset if msgs else self.consumer.position(tp)
+        return following == parked.next_offset
     def drain(self) -> None:
         """Process everything still buffered (stopping: nothing more will come in this run)."""
         if self.aligner.buffered():
