@@ -81,3 +81,13 @@ def test_released_prefixes_are_ordered_and_commits_cover_exactly_the_released(pa
         assert mine == list(range(len(f)))
         if f:
             assert committed[i] == len(f)
+
+
+def test_a_parked_partition_comes_back_with_its_buffer() -> None:
+    a = EventTimeAligner()
+    a.add("p0", 5, 10, "x")
+    a.add("p1", 0, 99, "y")
+    parked = a.park(["p0", "p9"])  # p9 was never here
+    assert list(parked) == ["p0"] and a.buffered() == 1
+    a.unpark("p0", parked["p0"])
+    assert a.release(everything=True) == (["x", "y"], {"p0": 6, "p1": 1})
