@@ -101,12 +101,7 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
     finally:
         worker.close()
         producer.close()
-    stats = worker.stats()
-    return {"worker": worker_id, "mode": "single", "records": worker.records, "events": stats["events"],
-            "dead_letters": sum(stats["dead_letters"].values()), "dead_letter_codes": stats["dead_letters"],
-            "signals": stats["signals"], "warmup_events": stats["warmup_events"],
-            "alerts_stored": store.count(), "anomaly_model": model,
-            "seconds": round(time.monotonic() - started, 2)}
+    return _summary(worker, "single", worker.records, store, model, started)
 
 
 def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None, max_events: int | None,
@@ -164,8 +159,13 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
         worker.close()
         ingest_consumer.close()
         producer.close()
+    return _summary(worker, "keyed", ingest.records, store, model, started)
+
+
+def _summary(worker: Any, mode: str, records: int, store: AlertStore, model: str, started: float) -> dict[str, Any]:
+    """The JSON line `gatewatch run` prints at exit."""
     stats = worker.stats()
-    return {"worker": worker_id, "mode": "keyed", "records": ingest.records, "events": stats["events"],
+    return {"worker": worker.worker_id, "mode": mode, "records": records, "events": stats["events"],
             "dead_letters": sum(stats["dead_letters"].values()), "dead_letter_codes": stats["dead_letters"],
             "signals": stats["signals"], "warmup_events": stats["warmup_events"],
             "alerts_stored": store.count(), "anomaly_model": model,
