@@ -176,9 +176,10 @@ class Authenticator:
 _bearer = HTTPBearer(auto_error=False, description="A bearer JWT from an [api] issuer, or an API key.")
 
 
-def authenticated(request: Request,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    """FastAPI dependency: the caller, or 401."""
+async def authenticated(request: Request,
+                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    """FastAPI dependency: the caller, or 401. `async` although it does no I/O: a sync dependency costs a
+    thread-pool hop per request, most of a risk look-up's time (BENCHMARKS.md "Risk look-up")."""
     if credentials is None:
         raise Unauthorized("missing bearer credential")
     authenticator: Authenticator = request.app.state.authenticator
@@ -195,7 +196,7 @@ def require(scope: str) -> Callable[..., Principal]:
     Cached, so `app.dependency_overrides[require("alerts:read")]` replaces the same object routes use.
     """
 
-    def dependency(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if scope not in principal.scopes:
             raise Forbidden(f"credential lacks scope {scope}")
         return principal

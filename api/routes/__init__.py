@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from api.store import AlertStore
 
 
-def get_store(request: Request) -> AlertStore:
+async def get_store(request: Request) -> AlertStore:  # async: no thread-pool hop (see api/auth.py)
     return request.app.state.store  # type: ignore[no-any-return]
 
 

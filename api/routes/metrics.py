@@ -18,7 +18,7 @@ from api.metrics import ApiMetrics
 router = APIRouter(tags=["metrics"])
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:  # async: no thread-pool hop (see api/auth.py)
     return request.app.state.metrics  # type: ignore[no-any-return]
 
 
