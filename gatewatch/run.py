@@ -147,7 +147,9 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
         """The ingest step, run before each detect poll; stops feeding after `max_events` records."""
         if max_events is not None and ingest.records >= max_events:
             return 0
-        return ingest.step(ingest_consumer.poll(timeout_ms=max(10, k.poll_timeout_ms // 4)))
+        # Don't wait on the ingest side while the detect side has work (the two take turns on one thread).
+        wait = 0 if worker.last_polled else max(10, k.poll_timeout_ms // 4)
+        return ingest.step(ingest_consumer.poll(timeout_ms=wait))
 
     worker.before_poll = feed
     worker.joining = lambda: not ingest_consumer.assignment()

@@ -149,6 +149,7 @@ class Worker:
         self.warmed_partitions = 0
         self.to_warm_up: list[Any] = []  # partitions gained in the last poll, to warm up before processing
         self.parked: dict[Any, Any] = {}  # buffers of partitions revoked by the last rebalance
+        self.last_polled = 0  # records the last poll returned
         # Called before each poll (the ingest stage of `gatewatch run`); records it handled count as activity.
         self.before_poll: Callable[[], int] | None = None
         self.joining: Callable[[], bool] | None = None  # another consumer of this process still joining
@@ -193,6 +194,7 @@ class Worker:
 
     def process(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> None:
         """One step: buffer what was polled, release what is aligned, write it durably, commit."""
+        self.last_polled = sum(len(msgs) for msgs in polled.values())
         if self.to_warm_up:
             gained, self.to_warm_up = self.to_warm_up, []
             polled = self.warm_up(gained, polled)
