@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/anomaly.py
 	$(BIN)/python bench/risk_lookup.py
+	$(BIN)/python bench/scale_out.py
 
 clean: kafka-stop
 	rm -rf demo .cache/kafka/data
