@@ -95,6 +95,12 @@ class RunFailed(Exception):
     """A gatewatch command failed (which a broker restart by someone else can cause)."""
 
 
+def code_stamp() -> float:
+    """The newest modification time of the code a worker runs (another user may edit it during a run)."""
+    return max(p.stat().st_mtime for d in ("gatewatch", "ingest", "detectors", "scoring", "api")
+               for p in (ROOT / d).rglob("*.py"))
+
+
 def broker_pid() -> str | None:
     """The broker's pid from `kafka.sh status` (None while it is not running): a change means a restart."""
     done = subprocess.run([str(ROOT / "deploy" / "kafka" / "kafka.sh"), "status"], capture_output=True, text=True)
@@ -551,7 +557,7 @@ def main() -> int:
     minter = TokenMinter.from_dir(keys, issuer="https://idp.example", audience="api://gateway")
     probe = Probe()
     topics_made: list[str] = []
-    started = time.monotonic()
+    started, stamp = time.monotonic(), code_stamp()
     runs: dict[str, list[dict[str, Any]]] = {}
     failed: list[dict[str, Any]] = []
     lat: list[dict[str, Any]] = []
@@ -628,6 +634,10 @@ def main() -> int:
         return 1
 
     text = report(args, records, counts, runs, failed, lat, total_s, disturbed)
+    if code_stamp() != stamp:
+        text += ("\n\n**The gatewatch code changed while these runs were made** (another user of the tree): the "
+                 "figures mix two versions.")
+        print("warning: the gatewatch code changed during the runs", file=sys.stderr)
     print(machine_header())
     print(text)
     if args.write:
@@ -668,9 +678,11 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
                     f"{first_detect} | {r['input_done']:.1f} | {rekeyed} | {r['cpu']:.1f} | {r['alerts']:,} |")
     reference = runs["keyed1"][0]["ids"]  # the first one-keyed-worker run
     differing = []  # (run label, alerts only in it, alerts only in the reference)
+    drifted = 0  # alerts with the same id whose first-seen time differs from the reference's
     for name in ("single", "keyed1", "keyed2"):
         for i, r in enumerate(runs[name]):
-            if r["ids"] != reference:
+            drifted += sum(1 for k, v in r["ids"].items() if k in reference and v != reference[k])
+            if set(r["ids"]) != set(reference):
                 differing.append((f"{labels[name].split(' ', 1)[0]} run {i + 1}",
                                   [r["ids"][k] for k in sorted(set(r["ids"]) - set(reference))],
                                   [reference[k] for k in sorted(set(reference) - set(r["ids"]))]))
@@ -684,6 +696,9 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
             f"{who}: {len(mine)} alert(s) not in it ({', '.join(alert_text(a) for a in mine)}) and "
             f"{len(theirs)} of its alerts missing ({', '.join(alert_text(a) for a in theirs)})"
             for who, mine, theirs in differing) + ".")
+    if drifted:
+        agree += (f" Alerts with equal ids but another first-seen time (another event of the same bucket crossed "
+                  f"the threshold first): {drifted} over all runs.")
     body += ["", f"Alerts: {agree} The two workers of the faster (c) run read "
              f"{keyed2['summary'].get('records', 0):,} input records between them (at least once: a rebalance hands "
              "a partition's unpublished records to its next owner) and re-read "
@@ -732,21 +747,16 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
              f"side key to `events.by_key` — {keyed1['internal_records']:,} re-keyed records for {n:,} events "
              f"({fanout:.1f} per event), each produced with acks=all, then fetched, decoded and event-time aligned "
              "again by the detect stage;",
-             "  * the two stages take turns on one thread (`run_keyed`): `feed()` polls the ingest consumer with a "
-             "`poll_timeout_ms / 4` (125 ms) timeout before every detect poll, and the detect consumer is polled "
-             "with timeout 0 whenever the ingest stage had records. "
-             + (f"A worker started on a backlog detected nothing until its ingest stage ran dry (first detect "
-                f"commit at {keyed1['first_detect']:.1f} s, input consumed at {keyed1['input_done']:.1f} s)"
-                if keyed1["first_detect"] >= keyed1["input_done"] - 0.1 else
-                f"Polled that way, the detect consumer took {keyed1['first_detect'] - keyed1['startup']:.1f} s "
-                f"longer than the ingest one to join its group and commit (first input commit at "
-                f"{keyed1['startup']:.1f} s, first detect commit at {keyed1['first_detect']:.1f} s)")
-             + f"; once the input is consumed, every detect batch of ≤ 500 records waits 125 ms on an empty ingest "
-             f"poll. From its first commit the detect stage averaged ≈ {drain_rate:,.0f} re-keyed records/s, "
-             f"≈ {drain_rate / fanout:,.0f} events/s, and needed {drain:.1f} s after the input was consumed.",
+             "  * the two stages take turns on one thread (`run_keyed` drives the ingest step from `Worker.run`): the "
+             "detect consumer is polled with timeout 0 whenever the ingest stage had records, so while a backlog "
+             "is being re-keyed its group join, and so its fetching, lags behind "
+             f"(first input commit at {keyed1['startup']:.1f} s, first detect commit at {keyed1['first_detect']:.1f} s, "
+             f"input consumed at {keyed1['input_done']:.1f} s). From its first commit the detect stage averaged "
+             f"≈ {drain_rate:,.0f} re-keyed records/s (≈ {drain_rate / fanout:,.0f} events/s) and needed {drain:.1f} s "
+             "after the input was consumed.",
              f"* **Two keyed workers are {'no faster than' if keyed2['eps'] < 1.15 * keyed1['eps'] else 'faster than'} "
              f"one ({keyed2['eps']:,.0f} vs {keyed1['eps']:,.0f} events/s) on 2 cores**: the broker and the benchmark "
-             "need CPU too, each worker keeps the 125 ms ingest poll per detect batch, and the rebalance when the "
+             "need CPU too, each worker's two stages still take turns, and the rebalance when the "
              "second worker joins moves partitions whose new owner re-reads them as warm-up "
              f"({keyed2['summary'].get('warmup_events', 0):,} records: `warmup_seconds` = 3600 s of wall time covers "
              "the whole test topic). Keyed workers spread detector state over machines; on one small machine the "
