@@ -4,8 +4,9 @@ Loop: poll → decode → align on event time (`EventTimeAligner`: records are r
 in event-time order across partitions) → pipeline → sinks.write → sinks.flush (durable) → commit the
 offsets of the first unreleased record of each partition. Manual commits only, so a crash between
 flush and commit re-processes records, which rewrites the same alert ids (idempotent) instead of
-losing anything. Partitions whose buffer is full are paused: a slow sink slows the worker down, it
-never drops records.
+losing anything. Sinks are flushed synchronously per batch, so a slow store slows the worker down; it
+never drops records. (Pausing partitions whose alignment buffer is full exists but is off by default:
+see `WorkerOptions.max_buffered_per_partition`.)
 """
 
 from __future__ import annotations
