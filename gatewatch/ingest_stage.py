@@ -59,6 +59,8 @@ class IngestStage:
         """Buffer one polled batch, publish what is aligned, commit it; returns how many records it held."""
         if self._gained:  # buffered records of a rebalance were dropped: read from the committed offset
             gained, self._gained = self._gained, []
+            assigned = set(self.consumer.assignment())  # a later rebalance may have taken some back
+            gained = [tp for tp in gained if tp in assigned]
             targets, fresh = {}, []
             for tp in gained:
                 committed = self.consumer.committed(tp)

@@ -95,7 +95,11 @@ def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, li
     at the target is left alone (with kafka-python 3.0.12 a seek right after a fetch sometimes left the
     partition never fetched again, so the common case — first assignment — must not seek at all)."""
     kept = dict(polled)
+    assigned = set(consumer.assignment())
     for tp, target in targets.items():
+        if tp not in assigned:  # taken away again by a rebalance since: its next owner positions it
+            kept.pop(tp, None)
+            continue
         msgs = kept.get(tp)
         here = msgs[0].offset if msgs else consumer.position(tp)
         if here != target:
@@ -198,7 +202,8 @@ class Worker:
         self.last_polled = sum(len(msgs) for msgs in polled.values())
         if self.to_warm_up:
             gained, self.to_warm_up = self.to_warm_up, []
-            polled = self.warm_up(gained, polled)
+            assigned = set(self.consumer.assignment())  # a later rebalance may have taken some back
+            polled = self.warm_up([tp for tp in gained if tp in assigned], polled)
         for tp, messages in polled.items():
             warm_until = self._warm_until.get(tp, -1)
             for m in messages:
