@@ -95,18 +95,37 @@ class RunFailed(Exception):
     """A gatewatch command failed (which a broker restart by someone else can cause)."""
 
 
-def code_stamp() -> float:
-    """The newest modification time of the code a worker runs (another user may edit it during a run)."""
-    return max(p.stat().st_mtime for d in ("gatewatch", "ingest", "detectors", "scoring", "api")
-               for p in (ROOT / d).rglob("*.py"))
+def code_stamp() -> dict[str, float]:
+    """Modification time of each source file the commands run (another user may edit them during a run)."""
+    return {str(p.relative_to(ROOT)): p.stat().st_mtime for d in ("gatewatch", "ingest", "detectors", "scoring", "api")
+            for p in (ROOT / d).rglob("*.py")}
 
 
 def broker_pid() -> str | None:
-    """The broker's pid from `kafka.sh status` (None while it is not running): a change means a restart."""
-    done = subprocess.run([str(ROOT / "deploy" / "kafka" / "kafka.sh"), "status"], capture_output=True, text=True)
-    if done.returncode != 0:
+    """The pid of the process listening on the broker's port (None if none): a change means a restart. (By the
+    port, not `kafka.sh status`: on a shared machine the broker answering there may be another checkout's.)"""
+    port = f"{int(BOOTSTRAP.rsplit(':', 1)[1]):04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[1].endswith(":" + port) and f[3] == "0A":  # local address on our port, state LISTEN
+                inodes.add(f"socket:[{f[9]}]")
+    if not inodes:
         return None
-    return next((w.removeprefix("pid=") for w in done.stdout.split() if w.startswith("pid=")), None)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return proc.name
+        except OSError:
+            continue
+    return "?"  # listening, owner not visible
 
 
 def wait_for_broker(timeout: float = 300.0) -> str:
@@ -634,10 +653,12 @@ def main() -> int:
         return 1
 
     text = report(args, records, counts, runs, failed, lat, total_s, disturbed)
-    if code_stamp() != stamp:
-        text += ("\n\n**The gatewatch code changed while these runs were made** (another user of the tree): the "
-                 "figures mix two versions.")
-        print("warning: the gatewatch code changed during the runs", file=sys.stderr)
+    now = code_stamp()
+    changed = sorted(f for f in set(now) | set(stamp) if now.get(f) != stamp.get(f))
+    if changed:
+        text += ("\n\n**Source files changed while these runs were made** (by another user of the tree), so runs "
+                 f"started after the change ran other code: {', '.join(f'`{f}`' for f in changed)}.")
+        print(f"warning: source files changed during the runs: {changed}", file=sys.stderr)
     print(machine_header())
     print(text)
     if args.write:
@@ -738,11 +759,14 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
     drain = keyed1["seconds"] - keyed1["input_done"]
     drain_rate = keyed1["internal_records"] / max(1e-9, keyed1["seconds"] - keyed1["first_detect"])
     lat_ok = {r["name"]: r for r in lat if "failed" not in r and r["latencies"]}
+    busy = keyed1["cpu"] / keyed1["exit_s"]
+    spread = ", ".join(f"{r['eps']:,.0f}" for r in runs["keyed2"])
+    slow2 = min(runs["keyed2"], key=lambda r: r["eps"])
     body += ["What the figures say:", "",
              f"* **Keyed mode is {single['eps'] / keyed1['eps']:.1f}× slower than the one-process mode here, and "
-             f"mostly not for want of CPU**: the keyed worker used {keyed1['cpu']:.1f} CPU s over "
-             f"{keyed1['exit_s']:.1f} s of life (≈ {100 * keyed1['cpu'] / keyed1['exit_s']:.0f} % of one core). "
-             "Two things limit it:",
+             f"spends {keyed1['cpu'] / single['cpu']:.1f}× the worker CPU on the same events** ({keyed1['cpu']:.1f} vs "
+             f"{single['cpu']:.1f} CPU s; the keyed worker was busy ≈ {100 * busy:.0f} % of one core over its "
+             f"life{', so waiting, not computing, is much of its time' if busy < 0.6 else ''}). Where it goes:",
              f"  * fan-out: the ingest stage publishes every event again, once to `gatewatch.events` and once per "
              f"side key to `events.by_key` — {keyed1['internal_records']:,} re-keyed records for {n:,} events "
              f"({fanout:.1f} per event), each produced with acks=all, then fetched, decoded and event-time aligned "
@@ -753,14 +777,24 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
              f"(first input commit at {keyed1['startup']:.1f} s, first detect commit at {keyed1['first_detect']:.1f} s, "
              f"input consumed at {keyed1['input_done']:.1f} s). From its first commit the detect stage averaged "
              f"≈ {drain_rate:,.0f} re-keyed records/s (≈ {drain_rate / fanout:,.0f} events/s) and needed {drain:.1f} s "
-             "after the input was consumed.",
-             f"* **Two keyed workers are {'no faster than' if keyed2['eps'] < 1.15 * keyed1['eps'] else 'faster than'} "
-             f"one ({keyed2['eps']:,.0f} vs {keyed1['eps']:,.0f} events/s) on 2 cores**: the broker and the benchmark "
-             "need CPU too, each worker's two stages still take turns, and the rebalance when the "
-             "second worker joins moves partitions whose new owner re-reads them as warm-up "
-             f"({keyed2['summary'].get('warmup_events', 0):,} records: `warmup_seconds` = 3600 s of wall time covers "
-             "the whole test topic). Keyed workers spread detector state over machines; on one small machine the "
-             "one-process mode is the fast one."]
+             "after the input was consumed."]
+    if keyed2["eps"] >= 1.15 * keyed1["eps"]:
+        body.append(
+            f"* **Two keyed workers beat one ({keyed2['eps']:,.0f} vs {keyed1['eps']:,.0f} events/s) even on 2 cores**, "
+            "— one worker's two stages take turns and leave part of a core idle, which a second process can use; the "
+            "broker shares the same two cores, so this is no guide to more workers or machines. The spread between runs of (c) is wide "
+            f"({spread} events/s)"
+            + (f": in the slower one a rebalance moved partitions mid-stream and their new owner re-read "
+               f"{slow2['summary'].get('warmup_events', 0):,} re-keyed records as warm-up (`warmup_seconds` = 3600 s "
+               "of wall time covers the whole test topic)." if slow2["summary"].get("warmup_events", 0) else "."))
+    else:
+        body.append(
+            f"* **Two keyed workers are no faster than one ({keyed2['eps']:,.0f} vs {keyed1['eps']:,.0f} events/s) on "
+            "2 cores**: the broker needs CPU too, and a rebalance when the second worker joins moves partitions "
+            "whose new owner re-reads them as warm-up "
+            f"({keyed2['summary'].get('warmup_events', 0):,} records in the faster run: `warmup_seconds` = 3600 s of "
+            "wall time covers the whole test topic). Keyed workers spread detector state over machines; on one small "
+            "machine the one-process mode is the fast one.")
     keyed_diff = [d for d in differing if d[0].startswith("(c)")]
     if keyed_diff:
         types = sorted({a[0] for _, mine, theirs in keyed_diff for a in mine + theirs})
@@ -782,9 +816,11 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
             "batch's alerts and risk produced with acks=all, the SQLite commit (synchronous=FULL), the offset "
             "commit, plus up to 50 ms of API polling; the keyed worker adds a second Kafka hop (the ingest stage "
             "publishes with acks=all, then the detect consumer fetches). "
-            + (f"Its tail is longer (p99 {pct(b, 99) * 1000:.0f} vs {pct(a, 99) * 1000:.0f} ms); a likely source, "
-               "not measured separately: after an empty ingest poll the loop waits up to `poll_timeout_ms` (500 ms) "
-               "in the detect poll, and input arriving meanwhile is not read until it returns."
+            + (f"Its tail is much longer (p99 {pct(b, 99) * 1000:.0f} vs {pct(a, 99) * 1000:.0f} ms, max "
+               f"{max(b) * 1000:.0f} ms). A likely cause, read from the code and not measured separately: `feed()` "
+               "polls the ingest consumer without waiting whenever the previous detect poll returned records, and "
+               "when that finds no input the loop blocks up to `poll_timeout_ms` (500 ms) in the detect poll, "
+               "during which new input is not read."
                if tail else
                f"The tails are alike (p99 {pct(b, 99) * 1000:.0f} vs {pct(a, 99) * 1000:.0f} ms). At this rate "
                "both workers are far from saturated; the figures say nothing about latency under a backlog, where "
