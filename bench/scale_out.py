@@ -20,7 +20,6 @@ Usage: .venv/bin/python bench/scale_out.py [--events N] [--rate R] [--seconds S]
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -128,6 +127,14 @@ def broker_pid() -> str | None:
     return "?"  # listening, owner not visible
 
 
+def own_broker_pid() -> str | None:
+    """The pid of this checkout's broker per `deploy/kafka/kafka.sh status` (None: not running)."""
+    done = subprocess.run([str(ROOT / "deploy" / "kafka" / "kafka.sh"), "status"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    return next((w.removeprefix("pid=") for w in done.stdout.split() if w.startswith("pid=")), None)
+
+
 def wait_for_broker(timeout: float = 300.0) -> str:
     """Until the broker runs and answers (another user of the machine may be restarting it)."""
     deadline = time.monotonic() + timeout
@@ -153,6 +160,11 @@ def finish(proc: subprocess.Popen[str], log: Path, timeout: float = 120.0) -> di
 
 # -- offsets, seen from outside the workers ------------------------------------------------------------
 class Probe:
+    @classmethod
+    def when_up(cls) -> Probe:
+        wait_for_broker()
+        return cls()
+
     def __init__(self) -> None:
         self.admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="bench-probe")
         self.consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False)
@@ -574,51 +586,68 @@ def main() -> int:
     generate_keys(keys)
     cfg = write_config(tmp, keys)
     minter = TokenMinter.from_dir(keys, issuer="https://idp.example", audience="api://gateway")
-    probe = Probe()
     topics_made: list[str] = []
     started, stamp = time.monotonic(), code_stamp()
     runs: dict[str, list[dict[str, Any]]] = {}
     failed: list[dict[str, Any]] = []
     lat: list[dict[str, Any]] = []
     disturbed: list[str] = []
-    try:
-        # 1. throughput: one input stream, three ways of processing it
-        base = input_env(uuid.uuid4().hex[:8])
-        topics_made += [base["GATEWATCH_KAFKA__ACCESS_TOPIC"], base["GATEWATCH_KAFKA__TOKENS_TOPIC"]]
-        create_inputs(base)
-        records, counts = simulated(minter, args.events, seed=29)
-        produce_s = produce_all(records, {"gateway.access": base["GATEWATCH_KAFKA__ACCESS_TOPIC"],
-                                          "gateway.tokens": base["GATEWATCH_KAFKA__TOKENS_TOPIC"]})
-        print(f"produced {len(records):,} records in {produce_s:.1f}s", file=sys.stderr)
-        ends = probe.ends(probe.partitions([base["GATEWATCH_KAFKA__ACCESS_TOPIC"],
-                                            base["GATEWATCH_KAFKA__TOKENS_TOPIC"]]))
-        if sum(ends.values()) != len(records):
-            raise SystemExit(f"the input topics hold {sum(ends.values()):,} records, not {len(records):,}")
+    records, counts = simulated(minter, args.events, seed=29)
+    state: dict[str, Any] = {"probe": Probe(), "base": None}
 
-        def undisturbed(label: str, run: Any) -> dict[str, Any]:
-            """`run()` on a broker that was not restarted meanwhile (else discarded and run again)."""
-            for _ in range(4):
-                pid = wait_for_broker()
-                load = os.getloadavg()[0]
-                try:
-                    r, error = run(), None
-                except (KafkaError, RunFailed) as exc:
-                    r, error = {}, exc
-                if broker_pid() != pid:
-                    print(f"{label}: the broker was restarted during the run: discarded", file=sys.stderr)
-                    disturbed.append(label)
-                    continue
-                if error is not None:
-                    raise error
+    def inputs(probe: Probe) -> dict[str, str]:
+        """Input topics holding the simulated stream (made again if the broker now answering lacks them)."""
+        base = state["base"]
+        if base is not None:
+            names = [base["GATEWATCH_KAFKA__ACCESS_TOPIC"], base["GATEWATCH_KAFKA__TOKENS_TOPIC"]]
+            if set(names) <= set(probe.consumer.topics()) and \
+                    sum(probe.ends(probe.partitions(names)).values()) == len(records):
+                return base
+        base = input_env(uuid.uuid4().hex[:8])
+        topics_made.extend([base["GATEWATCH_KAFKA__ACCESS_TOPIC"], base["GATEWATCH_KAFKA__TOKENS_TOPIC"]])
+        create_inputs(base)
+        seconds = produce_all(records, {"gateway.access": base["GATEWATCH_KAFKA__ACCESS_TOPIC"],
+                                        "gateway.tokens": base["GATEWATCH_KAFKA__TOKENS_TOPIC"]})
+        held = sum(probe.ends(probe.partitions([base["GATEWATCH_KAFKA__ACCESS_TOPIC"],
+                                                base["GATEWATCH_KAFKA__TOKENS_TOPIC"]])).values())
+        if held != len(records):
+            raise RunFailed(f"the input topics hold {held:,} records, not {len(records):,}")
+        print(f"produced {len(records):,} records in {seconds:.1f}s", file=sys.stderr)
+        state["base"] = base
+        return base
+
+    def undisturbed(label: str, run: Any) -> dict[str, Any]:
+        """`run(probe)` on a broker that stays up and the same meanwhile (else discarded and run again)."""
+        for _ in range(4):
+            pid = wait_for_broker()
+            load = os.getloadavg()[0]
+            try:
+                r, error = run(state["probe"]), None
+            except (KafkaError, RunFailed) as exc:
+                r, error = {}, exc
+            if broker_pid() == pid and error is None:
                 r["load"] = load
                 return r
-            raise SystemExit(f"{label}: the broker was restarted during four runs in a row")
+            why = "the broker was restarted" if broker_pid() != pid else f"{type(error).__name__}: {error}"
+            print(f"{label}: {why} during the run: discarded", file=sys.stderr)
+            disturbed.append(label)
+            try:
+                state["probe"].close()
+            except Exception:  # noqa: BLE001 - a client of a broker that went away
+                pass
+            state["probe"] = Probe.when_up()
+        raise SystemExit(f"{label}: disturbed four runs in a row; giving up")
 
+    try:
+        # 1. throughput: one input stream, three ways of processing it
         for rep in range(args.repeats):  # interleaved, so that a busy spell of the machine hits all of them
             for name, run_args, keyed, _ in RUNS:
                 for attempt in (1, 2):  # a run that stops with records left is reported, and run once more
-                    r = undisturbed(name, functools.partial(throughput_run, name, tmp, cfg, base, probe, run_args,
-                                                            keyed, len(records), topics_made))
+                    def attempt_run(probe: Probe, name: str = name, run_args: list[str] = run_args,
+                                    keyed: bool = keyed) -> dict[str, Any]:
+                        return throughput_run(name, tmp, cfg, inputs(probe), probe, run_args, keyed, len(records),
+                                              topics_made)
+                    r = undisturbed(name, attempt_run)
                     r["name"] = name
                     if r["complete"]:
                         print(f"{name}: {r['seconds']:.1f}s, {r['eps']:,.0f} events/s, {r['alerts']} alerts, "
@@ -631,9 +660,9 @@ def main() -> int:
                     failed.append(r)
         # 2. detection latency
         for name, run_args, keyed, _ in LATENCY_RUNS:
-            r = undisturbed(name, functools.partial(latency_run, name, tmp, cfg, keys, minter, probe, run_args,
-                                                    keyed, args.rate, args.seconds, args.injections, seed=5,
-                                                    topics_made=topics_made))
+            r = undisturbed(name, lambda probe, name=name, run_args=run_args, keyed=keyed: latency_run(
+                name, tmp, cfg, keys, minter, probe, run_args, keyed, args.rate, args.seconds, args.injections,
+                seed=5, topics_made=topics_made))
             lat.append(r)
             if "failed" in r:
                 print(f"{name}: FAILED: {r['failed']}", file=sys.stderr)
@@ -643,7 +672,10 @@ def main() -> int:
                   f"p99 {pct(v, 99) * 1000:.0f} ms, max {max(v, default=float('nan')) * 1000:.0f} ms, "
                   f"{r['achieved_rate']:.0f} events/s, summary {short(r['summary'])}", file=sys.stderr)
     finally:
-        probe.close()
+        try:
+            state["probe"].close()
+        except Exception:  # noqa: BLE001
+            pass
         groups = [g for t in topics_made if t.endswith(".events")
                   for g in (f"g-{t.removesuffix('.events')}", f"g-{t.removesuffix('.events')}.ingest")]
         cleanup(topics_made, groups)
@@ -653,6 +685,10 @@ def main() -> int:
         return 1
 
     text = report(args, records, counts, runs, failed, lat, total_s, disturbed)
+    if broker_pid() != own_broker_pid():
+        text += ("\n\nThe broker answering on the port during these runs was not the one of this checkout's "
+                 "`deploy/kafka/kafka.sh` (another checkout on the machine had started its own copy of the same "
+                 "script, version and configuration there).")
     now = code_stamp()
     changed = sorted(f for f in set(now) | set(stamp) if now.get(f) != stamp.get(f))
     if changed:
@@ -752,8 +788,8 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
                     f"{max(v, default=float('nan')) * 1000:,.0f} |")
     body += ["", f"Command: `.venv/bin/python bench/scale_out.py --events {args.events} --repeats {args.repeats} "
              f"--rate {args.rate:.0f} --seconds {args.seconds:.0f} --injections {args.injections}` "
-             f"({total_s / 60:.1f} min)." + (f" Runs discarded because the broker was restarted (by another user "
-             f"of the machine) while they ran: {', '.join(disturbed)}." if disturbed else ""), ""]
+             f"({total_s / 60:.1f} min)." + (f" Runs discarded because the broker was restarted or stopped answering "
+             f"(another user of the machine) while they ran: {', '.join(disturbed)}." if disturbed else ""), ""]
 
     fanout = keyed1["internal_records"] / n
     drain = keyed1["seconds"] - keyed1["input_done"]
