@@ -12,9 +12,12 @@
    two addresses). Latency = when the replay.nonce alert is first readable from `GET /v1/alerts`
    (`gatewatch serve`, polled every 50 ms) minus when the replay's second event was handed to the producer.
 
-Usage: .venv/bin/python bench/scale_out.py [--events N] [--rate R] [--seconds S]
-(needs the broker: deploy/kafka/kafka.sh start). Prints the figures and rewrites the
-"Scale-out and detection latency" section of BENCHMARKS.md.
+Usage: .venv/bin/python bench/scale_out.py [--events N] [--repeats K] [--rate R] [--seconds S] [--injections N]
+[--no-write]   (needs the broker: deploy/kafka/kafka.sh start; about 4 minutes with the defaults). Prints the
+figures and rewrites the "Scale-out and detection latency" section of BENCHMARKS.md.
+
+The machine may be shared: a run during which the broker on the port was restarted (or stopped answering) is
+discarded and run again, and a change to the source files during the runs is noted in the section.
 """
 
 from __future__ import annotations
@@ -743,6 +746,7 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
                 differing.append((f"{labels[name].split(' ', 1)[0]} run {i + 1}",
                                   [r["ids"][k] for k in sorted(set(r["ids"]) - set(reference))],
                                   [reference[k] for k in sorted(set(reference) - set(r["ids"]))]))
+
     def alert_text(a: tuple[str, str, str, str]) -> str:
         return f"`{a[0]}` on {a[1]} `{a[2]}` (first seen {a[3]})"
     if not differing:
@@ -765,8 +769,8 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
         where = "; ".join(f"`{g}`: " + ", ".join(f"{tp} {got:,}/{end:,}" for tp, (got, end) in sorted(parts.items()))
                           for g, parts in r["behind"].items() if parts)
         body += ["", f"**Incomplete run, repeated:** one run of {labels[r['name']]} stopped (its {IDLE_EXIT:.0f} s "
-                 f"idle exit, or the {RUN_TIMEOUT:.0f} s limit) with {lost:,} records not processed (committed/end offsets: {where}); its summary: "
-                 f"`{short(r['summary'])}`."]
+                 f"idle exit, or the {RUN_TIMEOUT:.0f} s limit) with {lost:,} records not processed "
+                 f"(committed/end offsets: {where}); its summary: `{short(r['summary'])}`."]
     body += ["", f"**Detection latency.** A worker already running and caught up (a 5 s warm-up stream consumed), "
              f"then a steady stream of access events at {args.rate:.0f} events/s for {args.seconds:.0f} s (100 users of "
              f"one tenant, each with its own encrypted token; event time = now), with {args.injections} nonce "
@@ -796,7 +800,7 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
     drain_rate = keyed1["internal_records"] / max(1e-9, keyed1["seconds"] - keyed1["first_detect"])
     lat_ok = {r["name"]: r for r in lat if "failed" not in r and r["latencies"]}
     busy = keyed1["cpu"] / keyed1["exit_s"]
-    spread = ", ".join(f"{r['eps']:,.0f}" for r in runs["keyed2"])
+    spread = " and ".join(f"{r['eps']:,.0f}" for r in runs["keyed2"])
     slow2 = min(runs["keyed2"], key=lambda r: r["eps"])
     body += ["What the figures say:", "",
              f"* **Keyed mode is {single['eps'] / keyed1['eps']:.1f}× slower than the one-process mode here, and "
@@ -816,11 +820,11 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
              "after the input was consumed."]
     if keyed2["eps"] >= 1.15 * keyed1["eps"]:
         body.append(
-            f"* **Two keyed workers beat one ({keyed2['eps']:,.0f} vs {keyed1['eps']:,.0f} events/s) even on 2 cores**, "
+            f"* **Two keyed workers beat one ({keyed2['eps']:,.0f} vs {keyed1['eps']:,.0f} events/s) even on 2 cores** "
             "— one worker's two stages take turns and leave part of a core idle, which a second process can use; the "
-            "broker shares the same two cores, so this is no guide to more workers or machines. The spread between runs of (c) is wide "
-            f"({spread} events/s)"
-            + (f": in the slower one a rebalance moved partitions mid-stream and their new owner re-read "
+            "broker shares the same two cores, so this is no guide to more workers or machines. The runs of (c) gave "
+            f"{spread} events/s"
+            + (f"; in the slower one a rebalance moved partitions mid-stream and their new owner re-read "
                f"{slow2['summary'].get('warmup_events', 0):,} re-keyed records as warm-up (`warmup_seconds` = 3600 s "
                "of wall time covers the whole test topic)." if slow2["summary"].get("warmup_events", 0) else "."))
     else:
