@@ -93,8 +93,7 @@ class IngestStage:
         for item in items:
             if isinstance(item, DeadLetter):
                 pending.append(send(self.dlq_topic, value=item.to_json(), key=item.code.encode()))
-                self.decoder.stats.dead_letters += 1
-                self.decoder.stats.dead_letter_codes[item.code] += 1
+                self.decoder.count_dead([item])
                 continue
             value = encode_event(item)
             key = principal_key(item)

@@ -135,9 +135,13 @@ class Pipeline:
         """Detection and scoring for decoded events, with the batch's dead letters counted and passed on."""
         result = self.process_events(events)
         result.dead_letters[:0] = dead
+        self.count_dead(dead)
+        return result
+
+    def count_dead(self, dead: Sequence[DeadLetter]) -> None:
+        """Dead letters into the stats (also for the ingest stage, which writes its own to the DLQ)."""
         self.stats.dead_letters += len(dead)
         self.stats.dead_letter_codes.update(d.code for d in dead)
-        return result
 
     def process_events(self, events: Sequence[Event], *, warmup: bool = False) -> BatchResult:
         """Detection and scoring for decoded events; the batch is taken in event-time order.

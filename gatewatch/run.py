@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
@@ -58,6 +59,22 @@ def wait_for_topics(consumer: Any, topics: list[str], timeout: float = 30.0) -> 
         raise GatewatchError(f"Kafka does not show topic {missing[0]} after {timeout:.0f}s")
 
 
+def _sinks(k: Any, producer: Any, store: AlertStore) -> list[Any]:
+    """Where a worker's results go: the alert, risk and dead-letter topics, and the store."""
+    return [KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic, dlq_topic=k.dlq_topic),
+            StoreSink(store)]
+
+
+def _reporter(store: AlertStore, worker_id: str,
+              records: Callable[[], int] | None = None) -> Callable[[dict[str, Any]], None]:
+    """The worker's figures into the store (for /metrics); `records` overrides the input record count."""
+    def report(figures: dict[str, Any]) -> None:
+        if records is not None:
+            figures = {**figures, "records": records()}
+        store.set_meta(f"{WORKER_STATS_PREFIX}{worker_id}", figures)
+    return report
+
+
 def _model_status(store: AlertStore, pipeline: Pipeline) -> str:
     behaviour = pipeline.behaviour
     assert behaviour is not None
@@ -88,12 +105,9 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
     except KafkaError as exc:
         raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
     worker = Worker(consumer=consumer, topics=[k.access_topic, k.tokens_topic], pipeline=pipeline,
-                    sinks=[KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
-                                           dlq_topic=k.dlq_topic), StoreSink(store)],
-                    poll_timeout_ms=k.poll_timeout_ms,
+                    sinks=_sinks(k, producer, store), poll_timeout_ms=k.poll_timeout_ms,
                     options=WorkerOptions(idle_exit_seconds=idle_exit, max_events=max_events, progress=progress),
-                    report=lambda figures: store.set_meta(f"{WORKER_STATS_PREFIX}{worker_id}", figures),
-                    worker_id=worker_id, warmup_seconds=k.warmup_seconds)
+                    report=_reporter(store, worker_id), worker_id=worker_id, warmup_seconds=k.warmup_seconds)
     worker.install_signal_handlers()
     started = time.monotonic()
     try:
@@ -135,12 +149,9 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
                          dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines))
     worker = Worker(consumer=consumer, topics=[k.events_topic, k.keyed_topic], pipeline=pipelines,
                     reader=keyed_reader(k.events_topic),
-                    sinks=[KafkaResultSink(producer, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
-                                           dlq_topic=k.dlq_topic), StoreSink(store)],
-                    poll_timeout_ms=k.poll_timeout_ms,
+                    sinks=_sinks(k, producer, store), poll_timeout_ms=k.poll_timeout_ms,
                     options=WorkerOptions(idle_exit_seconds=idle_exit, progress=progress),
-                    report=lambda figures: store.set_meta(f"{WORKER_STATS_PREFIX}{worker_id}",
-                                                          {**figures, "records": ingest.records}),
+                    report=_reporter(store, worker_id, records=lambda: ingest.records),
                     worker_id=worker_id, warmup_seconds=k.warmup_seconds)
 
     def feed() -> int:
