@@ -4,8 +4,10 @@ Stateless: decode, validate the token (decrypt once per token: the validator cac
 then publish the normalised event to `gatewatch.events` keyed by principal and, once per side key its
 detectors need, to `gatewatch.events.by_key` (ingest/routing.py). Records keep the broker's default
 timestamp (when they were written), not the event time: time-based retention would otherwise delete
-a replayed month of history on arrival. Undecodable records go to the dead-letter topic. Input offsets are committed only after every send
-is acknowledged: a crash re-publishes, and downstream the original source marks that a redelivery.
+a replayed month of history on arrival. Undecodable records go to the dead-letter topic. Input
+offsets are committed only after every send is acknowledged (sends that fail in a broker outage are
+sent again: gatewatch.delivery): a crash re-publishes, and downstream the original source marks that
+a redelivery.
 
 The input partitions are aligned on event time (`EventTimeAligner`) before publishing: otherwise one
 input partition read ahead of another would interleave hours of event time on every output partition.
@@ -16,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata
+from kafka import ConsumerRebalanceListener
 
 from gatewatch.alignment import EventTimeAligner
+from gatewatch.delivery import AckedSender, until_done
 from gatewatch.pipeline import Pipeline
-from gatewatch.worker import position_gained
+from gatewatch.worker import commit_offsets, position_gained
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
 from ingest.routing import PRINCIPAL, encode_event, principal_key, side_keys
@@ -36,12 +39,14 @@ class IngestStage:
                  events_topic: str, keyed_topic: str, dlq_topic: str, side_kinds: frozenset[str]) -> None:
         self.consumer = consumer
         self.producer = producer
+        self.sender = AckedSender(producer)
         self.decoder = decoder  # only its `decode_one` is used: the stage keeps no detector state
         self.events_topic = events_topic
         self.keyed_topic = keyed_topic
         self.dlq_topic = dlq_topic
         self.side_kinds = side_kinds
-        self.records = 0
+        self.stopping = lambda: False  # the worker's stop flag: ends retries through a broker outage
+        self.records = 0  # input records published (counted once, when released: see `step`)
         self.published = 0
         self.dead_letters = 0
         self._event_partitions: list[int] | None = None
@@ -63,52 +68,53 @@ class IngestStage:
             gained = [tp for tp in gained if tp in assigned]
             targets, fresh = {}, []
             for tp in gained:
-                committed = self.consumer.committed(tp)
+                committed = until_done(lambda: self.consumer.committed(tp), what="reading committed offsets",
+                                       should_stop=self.stopping)
                 if committed is None or committed < 0:
                     fresh.append(tp)
                 else:
                     targets[tp] = committed
             if fresh:
-                targets.update(self.consumer.beginning_offsets(fresh))
+                targets.update(until_done(lambda: self.consumer.beginning_offsets(fresh), what="reading log starts",
+                                          should_stop=self.stopping))
             polled = position_gained(self.consumer, targets, polled)
         for tp, messages in polled.items():
             for m in messages:
                 raw = m.value if m.value is not None else b""
                 item = self.decoder.decode_one(raw, Source(m.topic, m.partition, m.offset))
                 self.aligner.add(tp, m.offset, None if isinstance(item, DeadLetter) else item.ts, item)
-            self.records += len(messages)
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             self.aligner.set_caught_up(tp, high is None or self.consumer.position(tp) >= high)
         items, commits = self.aligner.release(everything=everything)
         if items:
             self._publish(items)
+            # Counted when released, not when polled: a rebalance drops buffered records, read again later.
+            self.records += len(items)
         if commits:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in commits.items()})
+            commit_offsets(self.consumer, commits, should_stop=self.stopping)
         return sum(len(v) for v in polled.values())
 
     def _publish(self, items: list[Any]) -> None:
-        send = self.producer.send
-        pending = []
+        send = self.sender.send
         for item in items:
             if isinstance(item, DeadLetter):
-                pending.append(send(self.dlq_topic, value=item.to_json(), key=item.code.encode()))
+                send(self.dlq_topic, value=item.to_json(), key=item.code.encode())
                 self.decoder.count_dead([item])
                 continue
             value = encode_event(item)
             key = principal_key(item)
             if key is None:  # a token event that names no one: every partition must see it
                 for p in self._broadcast_partitions():
-                    pending.append(send(self.events_topic, value=value, partition=p))
+                    send(self.events_topic, value=value, partition=p)
             else:
-                pending.append(send(self.events_topic, value=value, key=key.encode()))
+                send(self.events_topic, value=value, key=key.encode())
             for kind, side in side_keys(item, self.side_kinds):
-                pending.append(send(self.keyed_topic, value=value, key=f"{kind}\x1f{side}".encode(),
-                                    headers=[("kind", kind.encode())]))
+                send(self.keyed_topic, value=value, key=f"{kind}\x1f{side}".encode(),
+                     headers=[("kind", kind.encode())])
             self.published += 1
-        self.producer.flush()
-        for future in pending:
-            future.get(timeout=30)  # raises if a send was not acknowledged: then no commit
+        # Every send acknowledged before the commit; unacknowledged ones are sent again through an outage.
+        until_done(self.sender.flush, what="publishing re-keyed events", should_stop=self.stopping)
 
 
 class _Rebalance(ConsumerRebalanceListener):

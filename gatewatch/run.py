@@ -27,6 +27,7 @@ from typing import Any
 
 from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
 from api.store import AlertStore
+from gatewatch.delivery import until_done
 from gatewatch.ingest_stage import IngestStage, side_kinds_of
 from gatewatch.pipeline import Pipeline
 from gatewatch.settings import Settings
@@ -160,9 +161,11 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
             return 0
         # Don't wait on the ingest side while the detect side has work (the two take turns on one thread).
         wait = 0 if worker.last_polled else max(10, k.poll_timeout_ms // 4)
-        return ingest.step(ingest_consumer.poll(timeout_ms=wait))
+        return ingest.step(until_done(lambda: ingest_consumer.poll(timeout_ms=wait), what="polling the gateway topics",
+                                      should_stop=worker.stopping))
 
     worker.before_poll = feed
+    ingest.stopping = worker.stopping
     worker.joining = lambda: not ingest_consumer.assignment()
     worker.install_signal_handlers()
     started = time.monotonic()

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from api.store import AlertStore
+from gatewatch.delivery import AckedSender
 from gatewatch.pipeline import BatchResult
 from scoring.risk import RiskUpdate
 
@@ -31,28 +32,26 @@ def risk_key(update: RiskUpdate) -> bytes:
 
 
 class KafkaResultSink:
+    """Alerts, risk updates and dead letters to their topics. `flush` raises while any record is not
+    acknowledged and keeps it to send again (the worker retries it through an outage: gatewatch.delivery)."""
+
     def __init__(self, producer: Any, *, alerts_topic: str, risk_topic: str, dlq_topic: str) -> None:
-        self.producer = producer
+        self.sender = AckedSender(producer)
         self.alerts_topic = alerts_topic
         self.risk_topic = risk_topic
         self.dlq_topic = dlq_topic
-        self._pending: list[Any] = []
 
     def write(self, result: BatchResult) -> None:
-        send = self.producer.send
+        send = self.sender.send
         for dead in result.dead_letters:
-            self._pending.append(send(self.dlq_topic, value=dead.to_json(), key=dead.code.encode()))
+            send(self.dlq_topic, value=dead.to_json(), key=dead.code.encode())
         for alert in result.alerts:
-            self._pending.append(send(self.alerts_topic, value=alert.model_dump_json().encode(),
-                                      key=alert.id.encode()))
+            send(self.alerts_topic, value=alert.model_dump_json().encode(), key=alert.id.encode())
         for update in result.risk:
-            self._pending.append(send(self.risk_topic, value=risk_json(update), key=risk_key(update)))
+            send(self.risk_topic, value=risk_json(update), key=risk_key(update))
 
     def flush(self) -> None:
-        self.producer.flush()
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.get(timeout=30)  # raises if any record was not acknowledged: no commit then
+        self.sender.flush()
 
 
 class StoreSink:

@@ -4,8 +4,9 @@ Loop: poll → decode → align on event time (`EventTimeAligner`: records are r
 in event-time order across partitions) → pipeline → sinks.write → sinks.flush (durable) → commit the
 offsets of the first unreleased record of each partition. Manual commits only, so a crash between
 flush and commit re-processes records, which rewrites the same alert ids (idempotent) instead of
-losing anything. Sinks are flushed synchronously per batch, so a slow store slows the worker down; it
-never drops records. (Pausing partitions whose alignment buffer is full exists but is off by default:
+losing anything. A broker outage during flush or commit is ridden out: the step is retried until
+it succeeds (gatewatch.delivery), never skipped. Sinks are flushed synchronously per batch, so a
+slow store slows the worker down; it never drops records. (Pausing partitions whose alignment buffer is full exists but is off by default:
 see `WorkerOptions.max_buffered_per_partition`.)
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata
 
 from gatewatch.alignment import EventTimeAligner
+from gatewatch.delivery import GROUP_MOVED, until_done
 from gatewatch.pipeline import BatchResult, Pipeline
 from gatewatch.sinks import ResultSink
 from ingest.deadletter import DeadLetter
@@ -108,6 +110,19 @@ def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, li
     return kept
 
 
+def commit_offsets(consumer: Any, commits: dict[Any, int], *, should_stop: Callable[[], bool]) -> bool:
+    """Commit `commits` (partition -> next offset), retried through a broker outage. False when a
+    rebalance moved the partitions meanwhile: not committed, their next owner reads those records again."""
+    offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in commits.items()}
+    try:
+        until_done(lambda: consumer.commit(offsets), what="committing offsets", should_stop=should_stop)
+    except GROUP_MOVED as exc:
+        print(f"gatewatch: commit refused after a rebalance ({type(exc).__name__}); "
+              "those records are read again by their owner", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -167,6 +182,9 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self._stop = True
 
+    def stopping(self) -> bool:
+        return self._stop
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
@@ -177,7 +195,7 @@ class Worker:
         opts = self.options
         while not self._stop:
             fed = self.before_poll() if self.before_poll is not None else 0
-            polled = self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms)
+            polled = self._ask(lambda: self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
             self.process(polled)
             if not polled and not fed:
                 if not self.consumer.assignment() or (self.joining is not None and self.joining()):
@@ -217,16 +235,17 @@ class Worker:
             if result is not None:
                 for sink in self.sinks:
                     sink.write(result)
-                for sink in self.sinks:
-                    sink.flush()  # durable first ...
+                for sink in self.sinks:  # durable first ...
+                    until_done(sink.flush, what=f"flushing results ({type(sink).__name__})",
+                               should_stop=self.stopping)
                 self.batches += 1
         # Warm-up records were processed and committed before this worker gained their partition: a
         # partition whose first unreleased record is still one of them keeps its committed offset (moving
         # it back would hand already-alerted records to the next owner, after a crash, as new ones).
         commits = {tp: off for tp, off in commits.items() if off >= self._warm_until.get(tp, -1)}
         if commits:  # ... then the offset of each partition's first record not yet processed
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in commits.items()})
-            self._held.update(commits)
+            if commit_offsets(self.consumer, commits, should_stop=self.stopping):
+                self._held.update(commits)
         self._flow_control()
         self._maybe_report()
 
@@ -271,7 +290,7 @@ class Worker:
         fresh = []
         for tp in assigned:
             self._warm_until.pop(tp, None)
-            committed = self.consumer.committed(tp)
+            committed = self._ask(lambda: self.consumer.committed(tp), "reading committed offsets")
             if committed is None or committed < 0:
                 fresh.append(tp)  # never committed: from the first record still in the log
                 continue
@@ -285,7 +304,8 @@ class Worker:
                 wanted.append(tp)
         # Wall clock on purpose: this finds where to start reading, it decides nothing about events.
         since_ms = int((self.wall_clock() - self.warmup_seconds) * 1000)
-        found = self.consumer.offsets_for_times({tp: since_ms for tp in wanted}) if wanted else {}
+        found = self._ask(lambda: self.consumer.offsets_for_times({tp: since_ms for tp in wanted}),
+                          "reading the time index") if wanted else {}
         for tp, committed in list(targets.items()):
             start = found.get(tp)
             if start is not None and start.offset is not None and start.offset < committed:
@@ -293,9 +313,13 @@ class Worker:
                 self._warm_until[tp] = committed
                 self.warmed_partitions += 1
         if fresh:
-            targets.update(self.consumer.beginning_offsets(fresh))
+            targets.update(self._ask(lambda: self.consumer.beginning_offsets(fresh), "reading log starts"))
         self.parked.clear()  # partitions that went to other workers: their records are theirs now
         return position_gained(self.consumer, targets, polled)
+
+    def _ask(self, question: Callable[[], Any], what: str) -> Any:
+        """A read from the broker that must be answered before going on, asked again through an outage."""
+        return until_done(question, what=what, should_stop=self.stopping)
 
     def _resumable(self, tp: Any, parked: Any, committed: int, polled: dict[Any, list[Any]]) -> bool:
         """A kept partition whose buffer starts at the committed offset and whose next record (polled, or
