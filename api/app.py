@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import console
 from api.auth import Authenticator
 from api.errors import BodyLimitMiddleware, RepeatedQueryMiddleware, install_error_handlers
 from api.metrics import ApiMetrics
-from api.routes import alerts, entities, health, metrics, risk, stream
+from api.routes import alerts, entities, health, metrics, refuse_unknown_query, risk, stream
 from api.store import AlertStore
 
 ReadyCheck = Callable[[], tuple[bool, str]]
@@ -31,6 +31,7 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
         title="gatewatch",
         version="1",
         description="Alerts, triage and risk look-ups of the gatewatch security analytics pipeline.",
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.api_settings = api_settings
     app.state.store = store
@@ -48,6 +49,7 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
     app.include_router(stream.router)  # before alerts: /v1/alerts/stream is not /v1/alerts/{alert_id}
     app.include_router(alerts.router)
     app.include_router(risk.router)
+    app.router.routes.insert(0, risk.hot_path_route())  # the gateway's look-up, ahead of the documented route
     app.include_router(entities.router)
     console.mount(app)
     return app

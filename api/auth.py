@@ -180,13 +180,28 @@ async def authenticated(request: Request,
                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     """FastAPI dependency: the caller, or 401. `async` although it does no I/O: a sync dependency costs a
     thread-pool hop per request, most of a risk look-up's time (BENCHMARKS.md "Risk look-up")."""
-    if credentials is None:
+    return principal_of(request.app.state.authenticator, credentials.credentials if credentials else None)
+
+
+def principal_of(authenticator: Authenticator, credential: str | None) -> Principal:
+    """The caller holding `credential` (the bearer value), or 401."""
+    if credential is None:
         raise Unauthorized("missing bearer credential")
-    authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.authenticate(credentials.credentials)
+    principal = authenticator.authenticate(credential)
     if principal is None:
         raise Unauthorized("invalid or expired credential")
     return principal
+
+
+def bearer_of(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer <credential>` header, as FastAPI's HTTPBearer reads it."""
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        return None
+    return credential
 
 
 @functools.cache

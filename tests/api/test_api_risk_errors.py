@@ -125,6 +125,19 @@ def test_unknown_path_and_method(client):
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
+def test_an_unknown_query_parameter_is_400_not_ignored(client, creds, auth, store, make_alert):
+    store.upsert_alerts([make_alert(1), make_alert(2, status="resolved")])
+    headers = auth(creds["analyst"])
+    assert len(client.get("/v1/alerts?status=open", headers=headers).json()["items"]) == 1
+    typo = client.get("/v1/alerts?statsu=open", headers=headers)  # would otherwise list every alert
+    assert typo.status_code == 400 and "statsu" in typo.json()["error"]["message"]
+    assert client.get("/v1/alerts?=x", headers=headers).status_code == 400
+    # declared parameters of the route's dependencies count too; the stream declares its own
+    assert client.get("/v1/alerts/stream?after=0&max_events=1&timeout=0.1", headers=headers).status_code == 200
+    assert client.get("/v1/alerts/stream?afterr=0", headers=headers).status_code == 400
+    assert client.get("/v1/risk?sub=a&subject=b", headers=auth(creds["gateway"])).status_code == 400
+
+
 class _BrokenStore(AlertStore):
     def list_alerts(self, **kw):
         raise RuntimeError("Traceback: /srv/secret/path.py line 1 password=hunter2")
