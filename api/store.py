@@ -26,6 +26,7 @@ from api.store_rows import (UNSET, AuditEntry, BadCursor, Change, StoredAlert, S
 from scoring.alerts import SEVERITIES, Alert, Status
 
 STATUSES: tuple[str, ...] = get_args(Status)
+CLOSED_STATUSES = frozenset({"resolved", "false_positive"})  # closing needs a reason (see `triage`)
 _SCHEMA_VERSION = 3  # 2: alerts.suppressed; 3: risk_history (a new table, created with the schema)
 
 _SCHEMA = """
@@ -213,10 +214,11 @@ class AlertStore(RiskTable):
 
     def triage(self, alert_id: str, tenants: Collection[str] | None, *, actor: str, at: str,
                status: str | None = None, assignee: str | None | Unset = UNSET,
-               note: str | None = None) -> StoredAlert | None:
+               note: str | None = None, reason: str | None = None) -> StoredAlert | None:
         """Apply an analyst's change; audit every field that changed. None if not found/not allowed.
 
-        `assignee=None` clears the assignee; leaving it UNSET keeps it.
+        `assignee=None` clears the assignee; leaving it UNSET keeps it. `reason` goes with a status that
+        closes the alert (resolved, false_positive): kept as `close_reason` until it is reopened.
         """
         if status is not None and status not in STATUSES:
             raise StoreQueryError(f"status must be one of {', '.join(STATUSES)}")
@@ -228,8 +230,11 @@ class AlertStore(RiskTable):
             updates: dict[str, Any] = {}
             audit = list(alert.audit)
             if status is not None and status != alert.status:
-                audit.append(AuditEntry(at=at, actor=actor, field="status", from_=alert.status, to=status))
+                closing = status in CLOSED_STATUSES
+                audit.append(AuditEntry(at=at, actor=actor, field="status", from_=alert.status, to=status,
+                                        reason=reason if closing else None))
                 updates["status"] = status
+                updates["close_reason"] = reason if closing else None
             if not isinstance(assignee, Unset) and assignee != alert.assignee:
                 audit.append(AuditEntry(at=at, actor=actor, field="assignee", from_=alert.assignee,
                                         to=assignee))
@@ -397,6 +402,6 @@ class _Tx:
             self.db.execute("ROLLBACK")
 
 
-__all__ = ["ENTITY_KINDS", "RISK_KINDS", "STATUSES", "AlertStore", "AuditEntry", "BadCursor", "Change",
+__all__ = ["CLOSED_STATUSES", "ENTITY_KINDS", "RISK_KINDS", "STATUSES", "AlertStore", "AuditEntry", "BadCursor", "Change",
            "StoreQueryError", "StoredAlert", "UNSET", "decode_cursor", "encode_cursor", "format_ts",
            "normalise_ts", "utc_now"]

@@ -38,12 +38,14 @@ class AuditEntry(BaseModel):
     field: str
     from_: Any = Field(None, alias="from")
     to: Any = None
+    reason: str | None = None  # why, for a status change that closes the alert
 
 
 class StoredAlert(Alert):
-    """An alert as stored: the §5 alert plus its triage audit trail."""
+    """An alert as stored: the §5 alert plus its triage audit trail and, while closed, why."""
 
     audit: list[AuditEntry] = []
+    close_reason: str | None = None
 
 
 class Change(NamedTuple):
@@ -124,10 +126,10 @@ def merge_alert(old: StoredAlert, new: Alert) -> StoredAlert:
             evidence[key] = old_ids
     return StoredAlert(
         **new.model_dump(exclude={"status", "assignee", "notes", "evidence", "first_seen", "last_seen",
-                                  "count", "risk", "audit"}),
+                                  "count", "risk", "audit", "close_reason"}),
         first_seen=min(old.first_seen, new.first_seen), last_seen=max(old.last_seen, new.last_seen),
         count=max(old.count, new.count), risk=max(old.risk, new.risk), evidence=evidence,
-        status=old.status, assignee=old.assignee, notes=old.notes, audit=old.audit,
+        status=old.status, assignee=old.assignee, notes=old.notes, audit=old.audit, close_reason=old.close_reason,
     )
 
 

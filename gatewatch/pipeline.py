@@ -103,7 +103,7 @@ class Pipeline:
             detectors=detectors,
             alerts=AlertBuilder(group_seconds=sc.alert_group_seconds, suppressions=sc.suppression_rules()),
             risk=RiskEngine(half_life_seconds=sc.half_life_seconds, step_up_at=sc.step_up_at,
-                            deny_at=sc.deny_at, top_reasons=sc.top_reasons),
+                            deny_at=sc.deny_at, top_reasons=sc.top_reasons, weights=sc.risk_weights()),
             lateness_seconds=sc.lateness_seconds,
             behaviour=None if partition not in _FEATURE_KIND else BehaviourScorer.from_config(
                 sc, settings.model, kinds=_FEATURE_KIND[partition]),  # a tampered model: ModelError here

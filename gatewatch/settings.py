@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ingest.decode import parse_ts
 from ingest.errors import ConfigError, DecodeError
+from scoring.risk import WEIGHTS
 from scoring.suppression import SuppressionRule, Suppressions
 
 
@@ -268,6 +269,22 @@ class ScoringSettings(_Section):
     # Every this-many seconds of event time, entities whose risk has decayed get a fresh row in the risk table
     risk_refresh_seconds: int = Field(60, ge=1, le=86_400)
     suppressions: list[SuppressionSettings] = []
+    # alert type -> weight in [0, 1] of its signals in the risk noisy-OR; unnamed types keep the defaults
+    # (scoring.risk.WEIGHTS), e.g. weights = {"token.unencrypted" = 0.0} keeps it out of risk altogether
+    weights: dict[str, float] = {}
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for alert_type, weight in v.items():
+            if alert_type not in WEIGHTS:
+                raise ValueError(f"unknown alert type {alert_type!r} (one of {', '.join(sorted(WEIGHTS))})")
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError(f"weight of {alert_type} must be within [0, 1]")
+        return v
+
+    def risk_weights(self) -> dict[str, float]:
+        return {**WEIGHTS, **self.weights}
 
     @field_validator("suppressions")
     @classmethod

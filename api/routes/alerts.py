@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.auth import Principal, require
 from api.errors import ApiError, BadRequest, NotFound, error_responses
 from api.routes import StoreDep
-from api.store import UNSET, StoredAlert, StoreQueryError, utc_now
+from api.store import CLOSED_STATUSES, UNSET, StoredAlert, StoreQueryError, utc_now
 from scoring.alerts import Severity, Status
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -45,6 +45,7 @@ class AuditOut(BaseModel):
     field: str
     from_: Any = Field(None, alias="from")
     to: Any = None
+    reason: str | None = Field(None, description="why the alert was closed (status changes to resolved or false_positive)")
 
 
 class SuppressionOut(BaseModel):
@@ -72,6 +73,7 @@ class AlertOut(BaseModel):
     assignee: str | None
     notes: list[NoteOut]
     audit: list[AuditOut]
+    close_reason: str | None = Field(None, description="why it was resolved or marked a false positive (while it is)")
     suppression: SuppressionOut | None = Field(
         None, description="the rule muting this alert: stored and counted, hidden from the queue by default")
 
@@ -97,18 +99,33 @@ class AlertCounts(BaseModel):
 
 
 class AlertPatch(BaseModel):
-    """Triage. `assignee: null` unassigns; `note` is appended with its author and time."""
+    """Triage. `assignee: null` unassigns; `note` is appended with its author and time; closing the alert
+    (status `resolved` or `false_positive`) needs a `reason`, kept on the alert and in the audit trail."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["status"]}, {"required": ["assignee"]}, {"required": ["note"]}],
+        # closing needs a reason; a reason needs a closing status
+        "allOf": [
+            {"if": {"required": ["status"], "properties": {"status": {"enum": sorted(CLOSED_STATUSES)}}},
+             "then": {"required": ["reason"], "properties": {"reason": {"type": "string"}}}},
+            {"if": {"required": ["reason"], "properties": {"reason": {"type": "string"}}},
+             "then": {"required": ["status"], "properties": {"status": {"enum": sorted(CLOSED_STATUSES)}}}},
+        ]})
 
     status: Status | None = None
     assignee: str | None = Field(None, min_length=1, max_length=200)
     note: str | None = Field(None, min_length=1, max_length=4000)
+    reason: str | None = Field(None, min_length=1, max_length=500,
+                               description="why: required with status resolved or false_positive")
 
     @model_validator(mode="after")
     def _not_empty(self) -> AlertPatch:
-        if not self.model_fields_set:
+        if not self.model_fields_set - {"reason"}:
             raise ValueError("give at least one of status, assignee, note")
+        if self.status in CLOSED_STATUSES and self.reason is None:
+            raise ValueError(f"status {self.status} needs a reason")
+        if self.reason is not None and self.status not in CLOSED_STATUSES:
+            raise ValueError("reason goes with status resolved or false_positive")
         return self
 
 
@@ -177,7 +194,8 @@ def patch_alert(alert_id: AlertId, patch: AlertPatch, principal: Writer, store: 
     try:
         alert = store.triage(
             alert_id, principal.tenant_filter(), actor=principal.id, at=utc_now(),
-            status=patch.status, assignee=patch.assignee if "assignee" in given else UNSET, note=patch.note)
+            status=patch.status, assignee=patch.assignee if "assignee" in given else UNSET, note=patch.note,
+            reason=patch.reason)
     except StoreQueryError as exc:
         raise _query_error(exc) from None
     if alert is None:

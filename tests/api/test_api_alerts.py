@@ -112,19 +112,29 @@ def test_patch_triage(client, creds, auth, store, seeded, make_alert):
     assert [(a["field"], a["from"], a["to"], a["actor"]) for a in body["audit"]] == [
         ("status", "open", "acknowledged", "analyst"), ("assignee", None, "ann", "analyst"),
         ("note", None, "on it", "analyst")]
-    r = client.patch(f"/v1/alerts/{aid}", json={"status": "resolved", "note": "fixed"}, headers=h)
+    r = client.patch(f"/v1/alerts/{aid}", json={"status": "resolved", "note": "fixed", "reason": "token rotated"},
+                     headers=h)
     assert r.json()["status"] == "resolved" and [n["text"] for n in r.json()["notes"]] == ["on it", "fixed"]
+    assert r.json()["close_reason"] == "token rotated"
+    assert [(a["field"], a["to"], a["reason"]) for a in r.json()["audit"][3:5]] == [
+        ("status", "resolved", "token rotated"), ("note", "fixed", None)]
     r = client.patch(f"/v1/alerts/{aid}", json={"assignee": None}, headers=h)
     assert r.status_code == 200 and r.json()["assignee"] is None
     # The pipeline re-emits the alert: triage survives.
     store.upsert_alerts([make_alert(1, tenant="acme", count=4)])
     got = client.get(f"/v1/alerts/{aid}", headers=h).json()
     assert got["status"] == "resolved" and got["count"] == 4 and len(got["notes"]) == 2
+    assert got["close_reason"] == "token rotated"
     assert client.get("/v1/alerts", params={"status": "resolved"}, headers=h).json()["items"][0]["id"] == aid
+    reopened = client.patch(f"/v1/alerts/{aid}", json={"status": "open"}, headers=h).json()
+    assert reopened["close_reason"] is None and reopened["audit"][-1]["reason"] is None
 
 
 @pytest.mark.parametrize("body", [{"status": "done"}, {"colour": "red"}, {}, {"note": ""},
-                                  {"assignee": "x" * 201}, [1, 2]])
+                                  {"assignee": "x" * 201}, [1, 2],
+                                  {"status": "resolved"}, {"status": "false_positive", "note": "n"},  # no reason
+                                  {"reason": "dup"}, {"status": "acknowledged", "reason": "dup"},
+                                  {"status": "resolved", "reason": ""}])
 def test_patch_validation_is_422(client, creds, auth, seeded, body):
     r = client.patch(f"/v1/alerts/{seeded[1].id}", json=body, headers=auth(creds["analyst"]))
     assert r.status_code == 422
@@ -141,10 +151,11 @@ def test_patch_bad_json_is_422(client, creds, auth, seeded):
 def test_patch_other_tenant_is_404(client, mint, auth, seeded):
     token = mint(scope="alerts:read alerts:write", tenants=["acme"])
     globex = next(a for a in seeded if a.tenant == "globex")
-    r = client.patch(f"/v1/alerts/{globex.id}", json={"status": "resolved"}, headers=auth(token))
+    closing = {"status": "resolved", "reason": "benign scanner"}
+    r = client.patch(f"/v1/alerts/{globex.id}", json=closing, headers=auth(token))
     assert r.status_code == 404
     acme = next(a for a in seeded if a.tenant == "acme")
-    r = client.patch(f"/v1/alerts/{acme.id}", json={"status": "resolved"}, headers=auth(token))
+    r = client.patch(f"/v1/alerts/{acme.id}", json=closing, headers=auth(token))
     assert r.status_code == 200 and r.json()["audit"][0]["actor"] == "alice@example"
 
 

@@ -285,6 +285,18 @@ def test_console_sign_in_queue_triage(server: Server, open_page: Any, creds: dic
     expect(page.locator("#view")).not_to_contain_text("null")  # no missing value printed as "null"
     screenshot(page, "alert")
 
+    # Closing needs a reason: without one the API's 422 is shown and nothing changes; with one it is kept.
+    page.click("#triage button.quick-resolved")
+    expect(page.locator("#triage .error")).to_contain_text("status resolved needs a reason")
+    assert server.store.get_alert(ACME).status == "acknowledged"
+    page.fill("#triage input[name=reason]", "customer confirmed the second device")
+    page.click("#triage button.quick-resolved")
+    expect(page.locator('dd[data-field="status"]')).to_have_text("resolved")
+    expect(page.locator('dd[data-field="closed because"]')).to_have_text("customer confirmed the second device")
+    expect(page.locator("table.audit tbody tr")).to_have_count(4)
+    expect(page.locator("table.audit tbody tr").last).to_contain_text("customer confirmed the second device")
+    assert server.store.get_alert(ACME).close_reason == "customer confirmed the second device"
+
     # The entity page (linked from the alert), then the overview.
     page.locator('dd[data-field="entity"] a').click()
     expect(page).to_have_url(f"{server.url}/#/entities/subject/user-1")

@@ -100,3 +100,23 @@ def test_bad_suppression_rules_name_the_key(tmp_path: Path, edit: tuple[str, str
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=f"'{key}"):
         load_settings(cfg, environ={})
+
+
+def test_risk_weights_are_configured_per_alert_type(tmp_path: Path) -> None:
+    from gatewatch.pipeline import Pipeline
+    from scoring.risk import WEIGHTS
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[scoring]\nweights = {"token.unencrypted" = 0.0, "replay.nonce" = 0.95}\n')
+    s = load_settings(cfg, environ={})
+    weights = Pipeline.from_settings(s, None).risk.weights
+    assert weights["token.unencrypted"] == 0.0 and weights["replay.nonce"] == 0.95
+    assert weights["token.cross_tenant"] == WEIGHTS["token.cross_tenant"]  # unnamed types keep the default
+
+
+@pytest.mark.parametrize("text", ['weights = {"replay.nonse" = 0.5}', 'weights = {"replay.nonce" = 1.5}'])
+def test_bad_risk_weights_name_the_key(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(f"[scoring]\n{text}\n")
+    with pytest.raises(ConfigError, match="scoring.weights"):
+        load_settings(cfg, environ={})

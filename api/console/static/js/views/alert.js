@@ -13,7 +13,8 @@ function facts(a) {
     row("Type", a.type), row("Severity", badge("sev", a.severity)), row("Tenant", a.tenant),
     row("Entity", entityLink(a.entity)), row("First seen", time(a.first_seen)), row("Last seen", time(a.last_seen)),
     row("Count", String(a.count)), row("Risk", fmtScore(a.risk)), row("Status", badge("status", a.status)),
-    row("Assignee", a.assignee || "unassigned"));
+    row("Assignee", a.assignee || "unassigned"),
+    a.close_reason ? row("Closed because", a.close_reason) : null);
 }
 
 function suppression(s) {
@@ -64,9 +65,9 @@ function auditTrail(a) {
     h("h2", {}, "Audit trail"),
     rows.length
       ? h("table", { class: "audit" },
-        h("thead", {}, h("tr", {}, ["When", "Who", "Field", "From", "To"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["When", "Who", "Field", "From", "To", "Reason"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, rows.map((r) => h("tr", {}, h("td", {}, time(r.at)), h("td", {}, r.actor), h("td", {}, r.field),
-          h("td", {}, show(r.from)), h("td", {}, show(r.to))))))
+          h("td", {}, show(r.from)), h("td", {}, show(r.to)), h("td", {}, r.reason || "")))))
       : h("p", { class: "muted" }, "No triage yet."));
 }
 
@@ -80,6 +81,7 @@ function notes(a) {
       : h("p", { class: "muted" }, "No notes."));
 }
 
+const CLOSING = ["resolved", "false_positive"]; // the API needs a reason for these
 const QUICK = [["acknowledged", "Acknowledge"], ["resolved", "Resolve"], ["false_positive", "False positive"], ["open", "Reopen"]];
 
 function triage(a, save, draft = "") {
@@ -90,6 +92,7 @@ function triage(a, save, draft = "") {
     h("label", {}, "Status", h("select", { name: "status" }, STATUSES.map((s) =>
       h("option", { value: s, selected: s === a.status ? "selected" : null }, s.replace("_", " "))))),
     h("label", {}, "Assignee", h("input", { name: "assignee", value: a.assignee || "", placeholder: "unassigned", maxlength: 200 })),
+    h("label", {}, "Close reason", h("input", { name: "reason", value: "", placeholder: "needed to resolve or mark a false positive", maxlength: 500 })),
     h("label", {}, "Note", h("textarea", { name: "note", rows: 3, maxlength: 4000 })),
     h("p", { class: "error", role: "alert", hidden: true }),
     h("p", { class: "ok", role: "status", hidden: true }),
@@ -102,7 +105,9 @@ function triage(a, save, draft = "") {
     const status = form.elements.status.value;
     const assignee = form.elements.assignee.value.trim() || null;
     const text = form.elements.note.value.trim();
+    const reason = form.elements.reason.value.trim();
     if (status !== a.status) body.status = status;
+    if (CLOSING.includes(status) && reason) { body.status = status; body.reason = reason; }
     if (assignee !== (a.assignee || null)) body.assignee = assignee;
     if (text) body.note = text;
     error.hidden = ok.hidden = true;
