@@ -204,6 +204,13 @@ def bearer_of(authorization: str | None) -> str | None:
     return credential
 
 
+def with_scope(principal: Principal, scope: str) -> Principal:
+    """`principal`, who must hold `scope` (else 403)."""
+    if scope not in principal.scopes:
+        raise Forbidden(f"credential lacks scope {scope}")
+    return principal
+
+
 @functools.cache
 def require(scope: str) -> Callable[..., Principal]:
     """FastAPI dependency factory: the caller, who must hold `scope` (else 403).
@@ -212,9 +219,7 @@ def require(scope: str) -> Callable[..., Principal]:
     """
 
     async def dependency(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
-        if scope not in principal.scopes:
-            raise Forbidden(f"credential lacks scope {scope}")
-        return principal
+        return with_scope(principal, scope)
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return dependency

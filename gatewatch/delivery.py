@@ -49,12 +49,9 @@ class StoppedDuringOutage(GatewatchError):
 
 def is_transient(exc: BaseException) -> bool:
     """A Kafka error that goes away by itself when the broker is back."""
-    if isinstance(exc, GROUP_MOVED):
+    if isinstance(exc, GROUP_MOVED) or not isinstance(exc, KafkaError):
         return False
-    if isinstance(exc, KafkaConnectionError):
-        return True
-    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False)) or \
-        type(exc).__name__ == "NoBrokersAvailable"
+    return isinstance(exc, KafkaConnectionError) or bool(getattr(exc, "retriable", False))
 
 
 def until_done(action: Callable[[], T], *, what: str, should_stop: Callable[[], bool],

@@ -23,7 +23,7 @@ from kafka import ConsumerRebalanceListener
 from gatewatch.alignment import EventTimeAligner
 from gatewatch.delivery import AckedSender, until_done
 from gatewatch.pipeline import Pipeline
-from gatewatch.worker import commit_offsets, position_gained
+from gatewatch.worker import commit_offsets, position_gained, start_offsets
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
 from ingest.routing import PRINCIPAL, encode_event, principal_key, side_keys
@@ -65,19 +65,9 @@ class IngestStage:
         if self._gained:  # buffered records of a rebalance were dropped: read from the committed offset
             gained, self._gained = self._gained, []
             assigned = set(self.consumer.assignment())  # a later rebalance may have taken some back
-            gained = [tp for tp in gained if tp in assigned]
-            targets, fresh = {}, []
-            for tp in gained:
-                committed = until_done(lambda: self.consumer.committed(tp), what="reading committed offsets",
-                                       should_stop=self.stopping)
-                if committed is None or committed < 0:
-                    fresh.append(tp)
-                else:
-                    targets[tp] = committed
-            if fresh:
-                targets.update(until_done(lambda: self.consumer.beginning_offsets(fresh), what="reading log starts",
-                                          should_stop=self.stopping))
-            polled = position_gained(self.consumer, targets, polled)
+            committed, starts = start_offsets(self.consumer, [tp for tp in gained if tp in assigned],
+                                              should_stop=self.stopping)
+            polled = position_gained(self.consumer, {**committed, **starts}, polled)
         for tp, messages in polled.items():
             for m in messages:
                 raw = m.value if m.value is not None else b""

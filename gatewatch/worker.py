@@ -6,8 +6,8 @@ offsets of the first unreleased record of each partition. Manual commits only, s
 flush and commit re-processes records, which rewrites the same alert ids (idempotent) instead of
 losing anything. A broker outage during flush or commit is ridden out: the step is retried until
 it succeeds (gatewatch.delivery), never skipped. Sinks are flushed synchronously per batch, so a
-slow store slows the worker down; it never drops records. (Pausing partitions whose alignment buffer is full exists but is off by default:
-see `WorkerOptions.max_buffered_per_partition`.)
+slow store slows the worker down; it never drops records. (Pausing partitions whose alignment buffer
+is full exists but is off by default: see `WorkerOptions.max_buffered_per_partition`.)
 """
 
 from __future__ import annotations
@@ -108,6 +108,23 @@ def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, li
             consumer.seek(tp, target)
             kept.pop(tp, None)
     return kept
+
+
+def start_offsets(consumer: Any, tps: list[Any], *,
+                  should_stop: Callable[[], bool]) -> tuple[dict[Any, int], dict[Any, int]]:
+    """Where gained partitions resume: (committed offset of those with one, log start of the others),
+    read through a broker outage."""
+    committed: dict[Any, int] = {}
+    fresh = []
+    for tp in tps:
+        off = until_done(lambda: consumer.committed(tp), what="reading committed offsets", should_stop=should_stop)
+        if off is None or off < 0:
+            fresh.append(tp)  # never committed: from the first record still in the log
+        else:
+            committed[tp] = off
+    starts = until_done(lambda: consumer.beginning_offsets(fresh), what="reading log starts",
+                        should_stop=should_stop) if fresh else {}
+    return committed, starts
 
 
 def commit_offsets(consumer: Any, commits: dict[Any, int], *, should_stop: Callable[[], bool]) -> bool:
@@ -287,13 +304,10 @@ class Worker:
         as warm-up. Returns `polled` without the records that will be read again."""
         targets: dict[Any, int] = {}
         wanted: list[Any] = []
-        fresh = []
         for tp in assigned:
             self._warm_until.pop(tp, None)
-            committed = self._ask(lambda: self.consumer.committed(tp), "reading committed offsets")
-            if committed is None or committed < 0:
-                fresh.append(tp)  # never committed: from the first record still in the log
-                continue
+        committed_at, starts = start_offsets(self.consumer, assigned, should_stop=self.stopping)
+        for tp, committed in committed_at.items():
             kept = self._held.get(tp) == committed
             parked = self.parked.pop(tp, None)
             if kept and parked is not None and self._resumable(tp, parked, committed, polled):
@@ -312,8 +326,7 @@ class Worker:
                 targets[tp] = start.offset
                 self._warm_until[tp] = committed
                 self.warmed_partitions += 1
-        if fresh:
-            targets.update(self._ask(lambda: self.consumer.beginning_offsets(fresh), "reading log starts"))
+        targets.update(starts)
         self.parked.clear()  # partitions that went to other workers: their records are theirs now
         return position_gained(self.consumer, targets, polled)
 

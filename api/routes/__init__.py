@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -40,8 +41,12 @@ def declared_query_names(route: Any) -> frozenset[str]:
 async def refuse_unknown_query(request: Request) -> None:
     """App-wide dependency: a query parameter the route does not declare is 400, not silently ignored —
     a mistyped filter (`?statsu=open`) would otherwise show an analyst every alert as if filtered."""
-    if not request.scope.get("query_string"):
-        return
-    unknown = request.query_params.keys() - declared_query_names(request.scope.get("route"))
+    if request.scope.get("query_string"):
+        only_declared(request.query_params.keys(), declared_query_names(request.scope.get("route")))
+
+
+def only_declared(given: Iterable[str], declared: Collection[str]) -> None:
+    """400 naming the first query parameter in `given` that is not in `declared`."""
+    unknown = set(given).difference(declared)
     if unknown:
         raise BadRequest(f"unknown query parameter {sorted(unknown)[0]!r}")

@@ -45,7 +45,8 @@ class AuditOut(BaseModel):
     field: str
     from_: Any = Field(None, alias="from")
     to: Any = None
-    reason: str | None = Field(None, description="why the alert was closed (status changes to resolved or false_positive)")
+    reason: str | None = Field(None, description="why the alert was closed "
+                                                 "(status changes to resolved or false_positive)")
 
 
 class SuppressionOut(BaseModel):

@@ -24,9 +24,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.routing import Route
 
-from api.auth import Principal, bearer_of, principal_of, require
-from api.errors import BadRequest, Forbidden, error_responses
-from api.routes import StoreDep
+from api.auth import Principal, bearer_of, principal_of, require, with_scope
+from api.errors import BadRequest, error_responses
+from api.routes import StoreDep, only_declared
 from api.routes.metrics import MetricsDep
 from api.store import AlertStore
 from scoring.alerts import rfc3339
@@ -102,12 +102,10 @@ async def get_risk(
 
 async def _hot_path(request: Request) -> Response:
     state = request.app.state
-    principal = principal_of(state.authenticator, bearer_of(request.headers.get("authorization")))
-    if SCOPE not in principal.scopes:
-        raise Forbidden(f"credential lacks scope {SCOPE}")
+    principal = with_scope(principal_of(state.authenticator, bearer_of(request.headers.get("authorization"))),
+                           SCOPE)
     query = request.query_params
-    if query.keys() - MAX_CHARS.keys():  # as the app-wide `refuse_unknown_query` does for every route
-        raise BadRequest(f"unknown query parameter {sorted(query.keys() - MAX_CHARS.keys())[0]!r}")
+    only_declared(query.keys(), MAX_CHARS)  # what the app-wide `refuse_unknown_query` does for every route
     params: dict[str, str | None] = {}
     for name, limit in MAX_CHARS.items():
         value = query.get(name)
