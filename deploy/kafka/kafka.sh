@@ -93,6 +93,14 @@ our_pid() {
   return 1
 }
 
+running() {
+  # Process $1 exists and has not exited (a zombie not yet reaped by this shell counts as exited).
+  [ -r "/proc/$1/stat" ] || return 1
+  local state
+  state="$(sed 's/^.*) //' "/proc/$1/stat" | cut -d' ' -f1)"
+  [ "$state" != "Z" ]
+}
+
 answers() {
   # Port open and the broker reports its API versions.
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || return 1
@@ -126,10 +134,13 @@ start() {
   setsid java -Xms256m -Xmx"${KAFKA_HEAP:-512m}" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$DIR/log4j2.yaml" \
     -cp "$(java_cp)" kafka.Kafka "$PROPS" >>"$LOG" 2>&1 </dev/null &
-  echo $! >"$PIDFILE"
+  local started=$!
+  echo "$started" >"$PIDFILE"
   local i
   for i in $(seq 1 120); do
-    if ! our_pid >/dev/null; then
+    # Alive, not whether it is already `java kafka.Kafka`: right after the fork the child may not have
+    # exec'd yet, and `our_pid` would call a starting broker dead (seen: a restart reported as failed).
+    if ! running "$started"; then
       log "broker exited during start-up; last lines of $LOG:"
       tail -n 20 "$LOG" >&2
       exit 1
