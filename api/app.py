@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from api import console
 from api.auth import Authenticator
 from api.errors import BodyLimitMiddleware, RepeatedQueryMiddleware, install_error_handlers
+from api.follow import LocalTriage, Triage
 from api.metrics import ApiMetrics
 from api.routes import alerts, entities, health, metrics, refuse_unknown_query, risk, stream
 from api.store import AlertStore
@@ -25,8 +26,9 @@ DEFAULT_MAX_BODY_BYTES = 65_536
 
 
 def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authenticator | None = None,
-               ready_checks: Mapping[str, ReadyCheck] | None = None) -> FastAPI:
-    """Build the FastAPI app around a store; `authenticator` defaults to one built from `api_settings`."""
+               ready_checks: Mapping[str, ReadyCheck] | None = None, triage: Triage | None = None) -> FastAPI:
+    """Build the FastAPI app around a store; `authenticator` defaults to one built from `api_settings`,
+    `triage` to writing the store itself (a replica following Kafka passes a `TriageLog`)."""
     app = FastAPI(
         title="gatewatch",
         version="1",
@@ -38,6 +40,7 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
     app.state.authenticator = authenticator if authenticator is not None \
         else Authenticator.from_config(api_settings)
     app.state.ready_checks = dict(ready_checks or {})
+    app.state.triage = triage if triage is not None else LocalTriage(lambda: app.state.store)
     # Reads `app.state.store` at each scrape, so a store swapped in later is the one measured.
     app.state.metrics = ApiMetrics(lambda: app.state.store)
     install_error_handlers(app)

@@ -82,6 +82,14 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "2"})
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -191,7 +199,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 _DESCRIPTIONS = {400: "bad filter value, cursor or query", 401: "missing or invalid credential",
                  403: "credential lacks the scope", 404: "not found (or not in your tenants)",
-                 413: "request body too large", 422: "invalid body"}
+                 413: "request body too large", 422: "invalid body",
+                 503: "triage could not be recorded or applied in time (a replica following Kafka)"}
 
 
 class BodyLimitMiddleware:

@@ -27,7 +27,7 @@ from scoring.alerts import SEVERITIES, Alert, Status
 
 STATUSES: tuple[str, ...] = get_args(Status)
 CLOSED_STATUSES = frozenset({"resolved", "false_positive"})  # closing needs a reason (see `triage`)
-_SCHEMA_VERSION = 3  # 2: alerts.suppressed; 3: risk_history (a new table, created with the schema)
+_SCHEMA_VERSION = 4  # 2: alerts.suppressed; 3: risk_history; 4: triage_changes (new tables come with the schema)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -54,6 +54,9 @@ CREATE INDEX IF NOT EXISTS alerts_severity ON alerts (severity, last_seen DESC, 
 CREATE INDEX IF NOT EXISTS alerts_type     ON alerts (type, last_seen DESC, id DESC);
 CREATE INDEX IF NOT EXISTS alerts_entity   ON alerts (entity_value, entity_kind, last_seen DESC);
 CREATE INDEX IF NOT EXISTS alerts_seq      ON alerts (updated_seq);
+CREATE TABLE IF NOT EXISTS triage_changes (
+    change_id  TEXT PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key      TEXT PRIMARY KEY,
     value    TEXT NOT NULL,
@@ -214,11 +217,14 @@ class AlertStore(RiskTable):
 
     def triage(self, alert_id: str, tenants: Collection[str] | None, *, actor: str, at: str,
                status: str | None = None, assignee: str | None | Unset = UNSET,
-               note: str | None = None, reason: str | None = None) -> StoredAlert | None:
+               note: str | None = None, reason: str | None = None,
+               change_id: str | None = None) -> StoredAlert | None:
         """Apply an analyst's change; audit every field that changed. None if not found/not allowed.
 
         `assignee=None` clears the assignee; leaving it UNSET keeps it. `reason` goes with a status that
         closes the alert (resolved, false_positive): kept as `close_reason` until it is reopened.
+        A change with a `change_id` (one read from the triage topic) is applied at most once: applying
+        it again returns the alert as it is.
         """
         if status is not None and status not in STATUSES:
             raise StoreQueryError(f"status must be one of {', '.join(STATUSES)}")
@@ -227,6 +233,9 @@ class AlertStore(RiskTable):
             if row is None or (tenants is not None and row[0] not in tenants):
                 return None
             alert = decode_body(row[1])
+            if change_id is not None and not self._db.execute(
+                    "INSERT OR IGNORE INTO triage_changes (change_id) VALUES (?)", (change_id,)).rowcount:
+                return alert  # applied before
             updates: dict[str, Any] = {}
             audit = list(alert.audit)
             if status is not None and status != alert.status:

@@ -95,15 +95,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.follow import TriageLog
 
     settings = _settings(args)
     bind = args.bind or settings.api.bind
     host, _, port = bind.rpartition(":")
     if not port.isdigit():
         raise ConfigError(f"--bind must be HOST:PORT, got {bind!r}")
-    app = create_app(api_settings=settings.api, store=_store(settings))
-    uvicorn.run(app, host=host, port=int(port), log_level="warning")
+    store = _store(settings)
+    if not settings.api.follow_kafka:
+        app = create_app(api_settings=settings.api, store=store)
+        uvicorn.run(app, host=host, port=int(port), log_level="warning")
+        return 0
+    follower, producer = _follow_kafka(settings, store)
+    triage = TriageLog(store=store, follower=follower, timeout_seconds=settings.api.triage_timeout_seconds,
+                       publish=lambda key, value: producer.send(
+                           settings.kafka.triage_topic, key=key.encode(), value=value).get(timeout=10))
+    app = create_app(api_settings=settings.api, store=store, triage=triage, ready_checks={"kafka": follower.ready})
+    follower.start()
+    try:
+        uvicorn.run(app, host=host, port=int(port), log_level="warning")
+    finally:
+        follower.stop()
+        producer.close()
     return 0
+
+
+def _follow_kafka(settings: Settings, store: Any) -> tuple[Any, Any]:
+    """`[api] follow_kafka`: this replica's follower of the alerts, risk and triage topics, and the
+    producer its PATCHes publish with."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import KafkaError
+
+    from api.follow import ClusterFollower
+    from gatewatch.topics import ensure_topics
+
+    k = settings.kafka
+    try:
+        ensure_topics(k)
+        consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", client_id="gatewatch-api-follower")
+        producer = KafkaProducer(bootstrap_servers=k.bootstrap_servers, acks="all", retries=5,
+                                 client_id="gatewatch-api-triage")
+        follower = ClusterFollower(store=store, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
+                                   triage_topic=k.triage_topic)
+        follower.attach(consumer)
+    except (KafkaError, RuntimeError) as exc:
+        raise GatewatchError(f"Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}") from None
+    return follower, producer
 
 
 # -- replay / backtest -------------------------------------------------------------------------

@@ -11,11 +11,16 @@ a redelivery.
 
 The input partitions are aligned on event time (`EventTimeAligner`) before publishing: otherwise one
 input partition read ahead of another would interleave hours of event time on every output partition.
+Other ingest workers own the other input partitions, so after each published batch — and every
+`heartbeat_seconds` when there is nothing new, for a detect worker that just gained a partition —
+the stage writes its **source watermarks** to every re-keyed partition (ingest/routing.py): for each
+input partition it owns, the event time up to which everything is published, or idle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener
@@ -23,10 +28,11 @@ from kafka import ConsumerRebalanceListener
 from gatewatch.alignment import EventTimeAligner
 from gatewatch.delivery import AckedSender, until_done
 from gatewatch.pipeline import Pipeline
-from gatewatch.worker import commit_offsets, position_gained, start_offsets
+from gatewatch.worker import commit_offsets, position_gained, start_offsets, update_caught_up
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
-from ingest.routing import PRINCIPAL, encode_event, principal_key, side_keys
+from ingest.routing import (PRINCIPAL, WATERMARK_HEADER, encode_event, encode_watermarks, principal_key,
+                            side_keys, source_name)
 
 
 def side_kinds_of(pipelines: dict[str | None, Pipeline]) -> frozenset[str]:
@@ -36,7 +42,8 @@ def side_kinds_of(pipelines: dict[str | None, Pipeline]) -> frozenset[str]:
 
 class IngestStage:
     def __init__(self, *, consumer: Any, producer: Any, topics: Sequence[str], decoder: Pipeline,
-                 events_topic: str, keyed_topic: str, dlq_topic: str, side_kinds: frozenset[str]) -> None:
+                 events_topic: str, keyed_topic: str, dlq_topic: str, side_kinds: frozenset[str],
+                 heartbeat_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.consumer = consumer
         self.producer = producer
         self.sender = AckedSender(producer)
@@ -49,16 +56,20 @@ class IngestStage:
         self.records = 0  # input records published (counted once, when released: see `step`)
         self.published = 0
         self.dead_letters = 0
-        self._event_partitions: list[int] | None = None
+        self.heartbeat_seconds = heartbeat_seconds
+        self.clock = clock  # wall clock for the heartbeat only
+        self._partitions: dict[str, list[int]] = {}
+        self._last_marks: tuple[dict[str, tuple[float, bool]], float] | None = None  # what was sent, when
+        self._unknown_since: dict[Any, float] = {}
         self.aligner = EventTimeAligner()
         self._gained: list[Any] = []  # partitions assigned in the last poll, to position before use
         consumer.subscribe(topics=list(topics), listener=_Rebalance(self))
 
-    def _broadcast_partitions(self) -> list[int]:
-        if self._event_partitions is None:
-            parts = self.producer.partitions_for(self.events_topic)
-            self._event_partitions = sorted(parts) if parts else [0]
-        return self._event_partitions
+    def _partitions_of(self, topic: str) -> list[int]:
+        if topic not in self._partitions:
+            parts = self.producer.partitions_for(topic)
+            self._partitions[topic] = sorted(parts) if parts else [0]
+        return self._partitions[topic]
 
     def step(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> int:
         """Buffer one polled batch, publish what is aligned, commit it; returns how many records it held."""
@@ -73,14 +84,13 @@ class IngestStage:
                 raw = m.value if m.value is not None else b""
                 item = self.decoder.decode_one(raw, Source(m.topic, m.partition, m.offset))
                 self.aligner.add(tp, m.offset, None if isinstance(item, DeadLetter) else item.ts, item)
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            self.aligner.set_caught_up(tp, high is None or self.consumer.position(tp) >= high)
+        update_caught_up(self.consumer, self.aligner, self._unknown_since, self.clock())
         items, commits = self.aligner.release(everything=everything)
         if items:
             self._publish(items)
             # Counted when released, not when polled: a rebalance drops buffered records, read again later.
             self.records += len(items)
+        self._publish_watermarks(everything=everything)
         if commits:
             commit_offsets(self.consumer, commits, should_stop=self.stopping)
         return sum(len(v) for v in polled.values())
@@ -95,7 +105,7 @@ class IngestStage:
             value = encode_event(item)
             key = principal_key(item)
             if key is None:  # a token event that names no one: every partition must see it
-                for p in self._broadcast_partitions():
+                for p in self._partitions_of(self.events_topic):
                     send(self.events_topic, value=value, partition=p)
             else:
                 send(self.events_topic, value=value, key=key.encode())
@@ -105,6 +115,27 @@ class IngestStage:
             self.published += 1
         # Every send acknowledged before the commit; unacknowledged ones are sent again through an outage.
         until_done(self.sender.flush, what="publishing re-keyed events", should_stop=self.stopping)
+
+    def source_watermarks(self, *, everything: bool = False) -> dict[str, tuple[float, bool]]:
+        """Per owned input partition: (event time published up to, idle). Everything at or before the
+        aligner's release point has been published; a caught-up partition holding nothing is idle."""
+        progress = self.aligner.progress(list(self.consumer.assignment()), everything=everything)
+        return {source_name(tp.topic, tp.partition): mark for tp, mark in progress.items()}
+
+    def _publish_watermarks(self, *, everything: bool) -> None:
+        marks = self.source_watermarks(everything=everything)
+        now = self.clock()
+        if not marks or (self._last_marks is not None and self._last_marks[0] == marks
+                         and now - self._last_marks[1] < self.heartbeat_seconds):
+            return
+        value = encode_watermarks(marks)
+        headers = [(WATERMARK_HEADER, b"")]
+        topics = [self.events_topic] + ([self.keyed_topic] if self.side_kinds else [])
+        for topic in topics:
+            for p in self._partitions_of(topic):
+                self.sender.send(topic, value=value, partition=p, headers=headers)
+        until_done(self.sender.flush, what="publishing source watermarks", should_stop=self.stopping)
+        self._last_marks = (marks, now)
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -33,7 +33,7 @@ from gatewatch.pipeline import Pipeline
 from gatewatch.settings import Settings
 from gatewatch.sinks import KafkaResultSink, StoreSink
 from ingest.errors import GatewatchError
-from ingest.routing import KEY_KINDS, PRINCIPAL
+from ingest.routing import KEY_KINDS, PRINCIPAL, source_name
 from ingest.tokens import TokenValidator
 
 
@@ -148,8 +148,11 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
     ingest = IngestStage(consumer=ingest_consumer, producer=producer, topics=[k.access_topic, k.tokens_topic],
                          decoder=principal, events_topic=k.events_topic, keyed_topic=k.keyed_topic,
                          dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines))
+    # Every input partition's watermark gates the re-keyed streams (whichever worker ingests it).
+    sources = frozenset(source_name(t, p) for t in (k.access_topic, k.tokens_topic)
+                        for p in ingest_consumer.partitions_for_topic(t) or ())
     worker = Worker(consumer=consumer, topics=[k.events_topic, k.keyed_topic], pipeline=pipelines,
-                    reader=keyed_reader(k.events_topic),
+                    reader=keyed_reader(k.events_topic), watermark_sources=sources,
                     sinks=_sinks(k, producer, store), poll_timeout_ms=k.poll_timeout_ms,
                     options=WorkerOptions(idle_exit_seconds=idle_exit, progress=progress),
                     report=_reporter(store, worker_id, records=lambda: ingest.records),

@@ -32,6 +32,8 @@ class KafkaSettings(_Section):
     alerts_topic: str = "gatewatch.alerts"
     risk_topic: str = "gatewatch.risk"
     dlq_topic: str = "gatewatch.dlq"
+    # Analysts' triage changes, applied by every API replica that follows the cluster ([api] follow_kafka).
+    triage_topic: str = "gatewatch.triage"
     # Normalised events re-keyed for the detectors (ingest/routing.py): by principal, and by side key.
     # `gatewatch run` as a keyed worker (ingest stage + detect stage on the re-keyed streams), which
     # several processes can share; false: one process routes in memory (true is what `run --keyed` does).
@@ -305,6 +307,10 @@ class ApiSettings(_Section):
     jwks: Path = Path("keys/api-issuer.jwks.json")
     api_keys: Path = Path("keys/api-keys.json")
     max_body_bytes: int = Field(65_536, ge=1024)
+    # Several replicas serving one cluster: each materialises the alerts and risk topics into its own
+    # store and triages through the triage topic (api/follow.py). False: the store the workers write.
+    follow_kafka: bool = False
+    triage_timeout_seconds: float = Field(10.0, gt=0, le=300)  # a PATCH waits this long to see its change applied
 
     @field_validator("bind")
     @classmethod

@@ -29,11 +29,12 @@ from gatewatch.sinks import ResultSink
 from ingest.deadletter import DeadLetter
 from ingest.errors import RecordError
 from ingest.events import Event, Source
-from ingest.routing import PRINCIPAL, decode_event
+from ingest.routing import PRINCIPAL, WATERMARK_HEADER, SourceWatermarks, decode_event, decode_watermarks
 from scoring.alerts import rfc3339
 
-# How a polled message becomes (which pipeline, what item): raw input records, or re-keyed events.
-RecordReader = Callable[[Any], tuple[str | None, "Event | DeadLetter"]]
+# How a polled message becomes (which pipeline, what item): raw input records, or re-keyed events (and
+# the source watermarks that travel with them).
+RecordReader = Callable[[Any], tuple[str | None, "Event | DeadLetter | SourceWatermarks"]]
 
 
 def raw_reader(pipeline: Pipeline) -> RecordReader:
@@ -46,11 +47,15 @@ def raw_reader(pipeline: Pipeline) -> RecordReader:
 
 def keyed_reader(events_topic: str) -> RecordReader:
     """Records of the re-keyed streams: the stream's key kind (the topic, or the side record's `kind`
-    header) and the normalised event. A foreign record is dead-lettered, never fatal."""
-    def read(m: Any) -> tuple[str | None, Event | DeadLetter]:
+    header) and the normalised event, or the source watermarks of a `wm` record. A foreign record is
+    dead-lettered, never fatal."""
+    def read(m: Any) -> tuple[str | None, Event | DeadLetter | SourceWatermarks]:
+        headers = m.headers or ()
         kind = PRINCIPAL if m.topic == events_topic else \
-            next((v.decode() for k, v in (m.headers or ()) if k == "kind"), "?")
+            next((v.decode() for k, v in headers if k == "kind"), "?")
         try:
+            if any(k == WATERMARK_HEADER for k, _ in headers):
+                return kind, decode_watermarks(m.value or b"")
             return kind, decode_event(m.value or b"")
         except (ValueError, TypeError) as exc:
             err = RecordError(f"not a normalised event: {type(exc).__name__}", "bad_internal_record")
@@ -59,6 +64,18 @@ def keyed_reader(events_topic: str) -> RecordReader:
     return read
 
 _UNKNOWN_HIGHWATER_GRACE_SECONDS = 5.0  # a partition whose end is still unknown stops holding others back
+
+
+def update_caught_up(consumer: Any, aligner: EventTimeAligner, unknown_since: dict[Any, float], now: float) -> None:
+    """Tell the aligner which assigned partitions have been read up to their high watermark."""
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:  # no fetch answer yet: hold the others back, but not forever
+            since = unknown_since.setdefault(tp, now)
+            aligner.set_caught_up(tp, now - since >= _UNKNOWN_HIGHWATER_GRACE_SECONDS)
+            continue
+        unknown_since.pop(tp, None)
+        aligner.set_caught_up(tp, consumer.position(tp) >= high)
 
 
 @dataclass
@@ -162,7 +179,7 @@ class Worker:
                  sinks: Sequence[ResultSink], poll_timeout_ms: int = 500, options: WorkerOptions | None = None,
                  clock: Callable[[], float] = time.monotonic, reader: RecordReader | None = None,
                  report: Callable[[dict[str, Any]], None] | None = None, worker_id: str = "worker",
-                 warmup_seconds: float = 0.0) -> None:
+                 warmup_seconds: float = 0.0, watermark_sources: frozenset[str] | None = None) -> None:
         self.consumer = consumer
         # One pipeline for the raw input topics (key None), or one per re-keyed stream kind.
         self.pipelines = pipeline if isinstance(pipeline, dict) else {None: pipeline}
@@ -177,8 +194,9 @@ class Worker:
         self.worker_id = worker_id
         self.records = 0
         self.batches = 0
+        # Re-keyed streams (`watermark_sources`: the input partitions) align on their source watermarks.
         self.aligner = EventTimeAligner(max_buffered_per_partition=self.options.max_buffered_per_partition
-                                        or 2**62)
+                                        or 2**62, sources=watermark_sources)
         self._rebalance = _Rebalance(self)
         self._warm_until: dict[Any, int] = {}  # partition -> first offset processed for real
         self._held: dict[Any, int] = {}  # partitions this worker has state for -> next offset it committed
@@ -186,7 +204,8 @@ class Worker:
         self.warmed_partitions = 0
         self.to_warm_up: list[Any] = []  # partitions gained in the last poll, to warm up before processing
         self.parked: dict[Any, Any] = {}  # buffers of partitions revoked by the last rebalance
-        self.last_polled = 0  # records the last poll returned
+        self.last_polled = 0  # records the last poll returned (source watermarks not counted)
+        self.last_released = 0  # records the last step released to the pipelines
         # Called before each poll (the ingest stage of `gatewatch run`); records it handled count as activity.
         self.before_poll: Callable[[], int] | None = None
         self.joining: Callable[[], bool] | None = None  # another consumer of this process still joining
@@ -214,7 +233,7 @@ class Worker:
             fed = self.before_poll() if self.before_poll is not None else 0
             polled = self._ask(lambda: self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
             self.process(polled)
-            if not polled and not fed:
+            if not self.last_polled and not self.last_released and not fed:
                 if not self.consumer.assignment() or (self.joining is not None and self.joining()):
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
@@ -234,19 +253,25 @@ class Worker:
 
     def process(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> None:
         """One step: buffer what was polled, release what is aligned, write it durably, commit."""
-        self.last_polled = sum(len(msgs) for msgs in polled.values())
         if self.to_warm_up:
             gained, self.to_warm_up = self.to_warm_up, []
             assigned = set(self.consumer.assignment())  # a later rebalance may have taken some back
             polled = self.warm_up([tp for tp in gained if tp in assigned], polled)
+        self.last_polled = 0
         for tp, messages in polled.items():
             warm_until = self._warm_until.get(tp, -1)
             for m in messages:
                 kind, item = self.reader(m)
+                if isinstance(item, SourceWatermarks):
+                    self.aligner.advance(tp, m.offset, item.marks)
+                    continue
+                self.last_polled += 1
                 ts = item.ts if isinstance(item, Event) else None
                 self.aligner.add(tp, m.offset, ts, (kind, m.offset < warm_until, item))
-        self._update_caught_up()
+        if self.aligner.sources is None:
+            self._update_caught_up()
         items, commits = self.aligner.release(everything=everything)
+        self.last_released = len(items)
         if items:
             result = self._run(items)
             if result is not None:
@@ -338,7 +363,7 @@ class Worker:
         """A kept partition whose buffer starts at the committed offset and whose next record (polled, or
         the fetch position) follows the buffer: nothing to re-read and — importantly — no seek, which
         with kafka-python 3.0.12 after a broker restart left the partition never fetched again."""
-        first = parked.items[0][1] if parked.items else parked.next_offset
+        first = parked.first_unreleased()
         if first is None or first != committed:
             return False
         msgs = polled.get(tp)
@@ -351,15 +376,7 @@ class Worker:
         self._maybe_report(force=True)
 
     def _update_caught_up(self) -> None:
-        now = self.clock()
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:  # no fetch answer yet: hold the others back, but not forever
-                since = self._unknown_since.setdefault(tp, now)
-                self.aligner.set_caught_up(tp, now - since >= _UNKNOWN_HIGHWATER_GRACE_SECONDS)
-                continue
-            self._unknown_since.pop(tp, None)
-            self.aligner.set_caught_up(tp, self.consumer.position(tp) >= high)
+        update_caught_up(self.consumer, self.aligner, self._unknown_since, self.clock())
 
     def _flow_control(self) -> None:
         assigned = self.consumer.assignment()
@@ -386,7 +403,7 @@ class Worker:
             return
         self._last_report = self.clock()
         self.report({"worker": self.worker_id, "records": self.records, **self.stats(), "lag": self.lag(),
-                     "buffered": self.aligner.buffered()})
+                     "buffered": self.aligner.buffered(), "waiting_for": self.aligner.waiting_for()})
 
     def stats(self) -> dict[str, Any]:
         """The figures of all this worker's pipelines together."""

@@ -17,6 +17,15 @@ of `gatewatch.events`, so whichever worker holds the affected tokens sees it.
 Normalised events travel as msgpack without the raw token (only what the validator made of it), with
 their **original** source (input topic, partition, offset): a record re-published after a crash of the
 ingest stage is then recognised downstream as a redelivery, not as a replay.
+
+**Source watermarks.** Several ingest workers publish onto the same partitions, each aligned only on
+its own input partitions, so one re-keyed partition interleaves their records by publish time, not
+event time. After each published batch (and every few seconds when idle) an ingest worker writes a
+watermark record to every re-keyed partition: for each input partition it owns, the event time up to
+which it has published everything, or "idle" (caught up, nothing held). The detect stage releases
+an event only once every input partition's watermark has passed it (gatewatch/alignment.py), so a
+slow ingest worker holds the detectors back instead of having its events arrive late. A watermark
+record is told apart by its `wm` header.
 """
 
 from __future__ import annotations
@@ -67,6 +76,31 @@ def side_keys(event: Event, kinds: tuple[str, ...] | frozenset[str] = SIDE_KINDS
     if "jti" in kinds and info is not None and info.jti is not None:
         out.append(("jti", f"{info.iss}\x1f{info.jti}"))
     return out
+
+
+WATERMARK_HEADER = "wm"
+
+
+class SourceWatermarks(msgspec.Struct, array_like=True):
+    """Per input partition ("topic/partition"): (event time published up to, idle)."""
+    marks: dict[str, tuple[float, bool]]
+
+
+def source_name(topic: str, partition: int) -> str:
+    return f"{topic}/{partition}"
+
+
+_wm_encoder = msgspec.msgpack.Encoder()
+_wm_decoder = msgspec.msgpack.Decoder(SourceWatermarks)
+
+
+def encode_watermarks(marks: dict[str, tuple[float, bool]]) -> bytes:
+    return _wm_encoder.encode(SourceWatermarks(marks=marks))
+
+
+def decode_watermarks(data: bytes) -> SourceWatermarks:
+    """Raises msgspec.DecodeError (a ValueError) on foreign bytes."""
+    return _wm_decoder.decode(data)
 
 
 class _Wire(msgspec.Struct, array_like=True):

@@ -248,10 +248,12 @@ def test_gatewatch_services_share_config_store_and_image() -> None:
         assert mode == "ro", name
         assert (ROOT / src).resolve() == COMPOSE_DIR.resolve(), name
         assert (COMPOSE_DIR / cfg.name).is_file()
-        # The store: on the named volume.
+        # The store: on a named volume; the workers share one, the API (following Kafka) has its own.
         store = Path(env["GATEWATCH_STORE__URL"].removeprefix("sqlite:///"))
         assert store.is_absolute()
-        assert mounts[str(store.parent)] == ("store", "rw"), name
+        follows = env.get("GATEWATCH_API__FOLLOW_KAFKA") == "true"
+        assert follows == (name == "api"), name
+        assert mounts[str(store.parent)] == ("api-store" if follows else "store", "rw"), name
         # Not root, whatever the defaults.
         uid = str(svc.get("user", "")).split(":")[0]
         assert uid and uid not in ("0", "root"), name
@@ -336,7 +338,7 @@ def test_secret_variables_are_required_not_defaulted() -> None:
 def test_named_volumes_are_declared() -> None:
     doc = _doc()
     declared = set(doc.get("volumes") or {})
-    assert {"kafka-data", "store"} <= declared
+    assert {"kafka-data", "store", "api-store"} <= declared
     for name, svc in doc["services"].items():
         for source, _ in _mounts(svc).values():
             if not source.startswith((".", "/", "~")):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from api.errors import BadRequest
+from api.follow import Triage
 from api.store import AlertStore
 
 _QUERY_NAMES_ATTR = "_gatewatch_query_names"  # cached on the route object itself (routes are not hashable)
@@ -18,6 +19,13 @@ async def get_store(request: Request) -> AlertStore:  # async: no thread-pool ho
 
 
 StoreDep = Annotated[AlertStore, Depends(get_store)]
+
+
+async def get_triage(request: Request) -> Triage:
+    return request.app.state.triage  # type: ignore[no-any-return]
+
+
+TriageDep = Annotated[Triage, Depends(get_triage)]
 
 
 def declared_query_names(route: Any) -> frozenset[str]:

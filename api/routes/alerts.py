@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import Principal, require
-from api.errors import ApiError, BadRequest, NotFound, error_responses
-from api.routes import StoreDep
+from api.errors import ApiError, BadRequest, NotFound, ServiceUnavailable, error_responses
+from api.follow import TriageUnavailable
+from api.routes import StoreDep, TriageDep
 from api.store import CLOSED_STATUSES, UNSET, StoredAlert, StoreQueryError, utc_now
 from scoring.alerts import Severity, Status
 
@@ -189,16 +190,18 @@ def get_alert(alert_id: AlertId, principal: Reader, store: StoreDep) -> AlertOut
 
 
 @router.patch("/{alert_id}", response_model=AlertOut,
-              responses=error_responses(400, 401, 403, 404, 413, 422))
-def patch_alert(alert_id: AlertId, patch: AlertPatch, principal: Writer, store: StoreDep) -> AlertOut:
+              responses=error_responses(400, 401, 403, 404, 413, 422, 503))
+def patch_alert(alert_id: AlertId, patch: AlertPatch, principal: Writer, triage: TriageDep) -> AlertOut:
     given = patch.model_fields_set
     try:
-        alert = store.triage(
+        alert = triage.apply(
             alert_id, principal.tenant_filter(), actor=principal.id, at=utc_now(),
             status=patch.status, assignee=patch.assignee if "assignee" in given else UNSET, note=patch.note,
             reason=patch.reason)
     except StoreQueryError as exc:
         raise _query_error(exc) from None
+    except TriageUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from None
     if alert is None:
         raise NotFound("no such alert")
     return AlertOut.of(alert)

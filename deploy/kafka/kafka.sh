@@ -161,7 +161,8 @@ topics() {
   create_topic gateway.tokens "$ip"
   create_topic gatewatch.events "$ep"
   create_topic gatewatch.events.by_key "$ep"
-  create_topic gatewatch.alerts 4
+  create_topic gatewatch.alerts 4 --config cleanup.policy=compact
+  create_topic gatewatch.triage 1 --config retention.ms=-1
   create_topic gatewatch.risk 4 --config cleanup.policy=compact
   create_topic gatewatch.dlq 1 --config max.message.bytes=4194304
 }

@@ -162,26 +162,33 @@ def test_last_event_id_resumes_where_the_client_left(live, store, creds, make_al
             assert [int(e["id"]) for e in Events(r).rest()] == [5]
 
 
-def test_client_disconnect_ends_the_server_side_stream(live, store, creds, monkeypatch):
+def test_client_disconnect_ends_the_server_side_stream(live, store, creds, monkeypatch, make_alert):
     ended = threading.Event()
+    failures: list[str] = []
     original = stream_module._changes
 
     async def watched(*args: Any, **kw: Any) -> Any:
         try:
             async for chunk in original(*args, **kw):
                 yield chunk
+        except BaseException as exc:  # how it ended, for the assertion message
+            failures.append(repr(exc))
+            raise
         finally:
             ended.set()
 
     monkeypatch.setattr(stream_module, "_changes", watched)
-    with httpx.Client() as client:
+    with httpx.Client(timeout=_READ) as client:
         r = client.send(client.build_request(
             "GET", f"{live}/v1/alerts/stream", headers={"Authorization": f"Bearer {creds['analyst']}"}),
             stream=True)  # no timeout, no max_events: only the disconnect can end it
-        Events(r).wait_connected()
-        assert not ended.is_set()
-        r.close()
+        events = Events(r)
+        events.wait_connected()
+        store.upsert_alerts([make_alert(1)])
+        assert events.next()["data"]["id"] == make_alert(1).id, failures  # the stream is live ...
+        r.close()  # ... until the client leaves
     assert ended.wait(30), "the server kept streaming to a client that left"
+    assert all("CancelledError" in f or "GeneratorExit" in f for f in failures), failures
 
 
 def test_finite_stream_over_asgi_and_route_order(client, store, creds, auth, make_alert):

@@ -91,3 +91,90 @@ def test_a_parked_partition_comes_back_with_its_buffer() -> None:
     assert list(parked) == ["p0"] and a.buffered() == 1
     a.unpark("p0", parked["p0"])
     assert a.release(everything=True) == (["x", "y"], {"p0": 6, "p1": 1})
+
+
+# -- watermark mode: the detect stage of keyed workers -----------------------------------------------
+
+def test_a_source_not_heard_of_holds_everything_back_until_it_reports() -> None:
+    a = EventTimeAligner(sources=frozenset({"in/0", "in/1"}))
+    a.add("ev0", 0, 10, "a10")
+    a.advance("ev0", 1, {"in/0": (50.0, False)})
+    a.add("ev0", 2, 20, "a20")
+    assert a.release() == ([], {}) and a.waiting_for() == ["in/1"]  # in/1 may still hold older events
+    a.advance("ev0", 3, {"in/1": (15.0, False)})
+    assert a.release() == (["a10"], {"ev0": 2})
+    a.advance("ev0", 4, {"in/1": (5.0, False)})  # a new owner of in/1 reports less: time never goes back
+    assert a.release() == ([], {})
+    a.advance("ev0", 5, {"in/1": (15.0, True)})  # idle: caught up with nothing held
+    assert a.release() == (["a20"], {"ev0": 6})  # the offset moves past the watermark records too
+    assert a.waiting_for() == ["in/0"]
+
+
+def test_every_partition_waits_for_the_sources_on_it() -> None:
+    a = EventTimeAligner(sources=frozenset({"in/0"}))
+    a.add("ev0", 0, 10, "x")
+    a.advance("ev0", 1, {"in/0": (99.0, False)})
+    a.assign(["ev1"])  # nothing read on ev1 yet: its records might be older
+    assert a.release() == ([], {})
+    a.advance("ev1", 0, {"in/0": (12.0, False)})
+    assert a.release() == (["x"], {"ev0": 2, "ev1": 1})
+
+
+@given(st.lists(st.lists(st.integers(0, 40), max_size=25), min_size=1, max_size=5),
+       st.integers(1, 3), st.integers(1, 4), st.randoms(use_true_random=False))
+def test_ingest_workers_and_source_watermarks_hand_detectors_global_event_time_order(
+        inputs, n_workers, n_parts, rnd) -> None:
+    """Input partitions (each in event-time order) split over ingest workers that align only their own,
+    publish to re-keyed partitions in whatever order they run, then their source watermarks: the detect
+    side releases everything exactly once, in global event-time order, without being told to flush."""
+    feeds = {f"in/{i}": sorted(f) for i, f in enumerate(inputs)}
+    owners = {src: i % n_workers for i, src in enumerate(feeds)}
+    ingest = [EventTimeAligner() for _ in range(n_workers)]
+    cursor = dict.fromkeys(feeds, 0)
+    logs: list[list[tuple]] = [[] for _ in range(n_parts)]
+    detect = EventTimeAligner(sources=frozenset(feeds))
+    detect.assign(list(range(n_parts)))
+    read = [0] * n_parts
+    released: list[tuple[str, int, int]] = []
+
+    def ingest_step(w: int) -> None:
+        mine = [s for s in feeds if owners[s] == w]
+        pending = [s for s in mine if cursor[s] < len(feeds[s])]
+        if pending:
+            s = rnd.choice(pending)
+            for off in range(cursor[s], min(cursor[s] + rnd.randint(1, 4), len(feeds[s]))):
+                ingest[w].add(s, off, feeds[s][off], (s, off, feeds[s][off]))
+                cursor[s] = off + 1
+        for s in mine:
+            ingest[w].set_caught_up(s, cursor[s] == len(feeds[s]))
+        items, _ = ingest[w].release()
+        for item in items:
+            logs[(int(item[0][3:]) + item[1]) % n_parts].append(("ev", item))
+        marks = ingest[w].progress(mine)
+        for log in logs:
+            log.append(("wm", marks))
+
+    def detect_step(k: int) -> None:
+        for off in range(read[k], min(read[k] + rnd.randint(1, 6), len(logs[k]))):
+            what, body = logs[k][off]
+            if what == "wm":
+                detect.advance(k, off, body)
+            else:
+                detect.add(k, off, body[2], body)
+            read[k] = off + 1
+        items, _ = detect.release()
+        released.extend(items)
+        assert [t for _, _, t in released] == sorted(t for _, _, t in released)
+
+    while any(cursor[s] < len(f) for s, f in feeds.items()) or any(r < len(log) for r, log in zip(read, logs)):
+        if rnd.random() < 0.5:
+            ingest_step(rnd.randrange(n_workers))
+        else:
+            detect_step(rnd.randrange(n_parts))
+    for w in range(n_workers):  # every input read: the last watermarks say idle
+        ingest_step(w)
+    for k in range(n_parts):
+        while read[k] < len(logs[k]):
+            detect_step(k)
+    expected = sorted((s, off, t) for s, f in feeds.items() for off, t in enumerate(f))
+    assert sorted(released) == expected and detect.buffered() == 0
