@@ -46,6 +46,7 @@ def kafka_env(broker: str) -> dict[str, str]:
         "GATEWATCH_KAFKA__ALERTS_TOPIC": f"t{tag}.alerts",
         "GATEWATCH_KAFKA__RISK_TOPIC": f"t{tag}.risk",
         "GATEWATCH_KAFKA__DLQ_TOPIC": f"t{tag}.dlq",
+        "GATEWATCH_KAFKA__TRIAGE_TOPIC": f"t{tag}.triage",
         "GATEWATCH_KAFKA__EVENTS_TOPIC": f"t{tag}.events",
         "GATEWATCH_KAFKA__KEYED_TOPIC": f"t{tag}.bykey",
         "GATEWATCH_KAFKA__POLL_TIMEOUT_MS": "200",
