@@ -187,7 +187,7 @@ def _summary(worker: Any, mode: str, records: int, store: AlertStore, model: str
     return {"worker": worker.worker_id, "mode": mode, "records": records, "events": stats["events"],
             "dead_letters": sum(stats["dead_letters"].values()), "dead_letter_codes": stats["dead_letters"],
             "signals": stats["signals"], "warmup_events": stats["warmup_events"],
-            "alerts_stored": store.count(), "anomaly_model": model,
+            "alerts_stored": store.count(), "anomaly_model": model, "lag_at_exit": worker.lag_at_exit,
             "seconds": round(time.monotonic() - started, 2)}
 
 

@@ -206,6 +206,7 @@ class Worker:
         self.parked: dict[Any, Any] = {}  # buffers of partitions revoked by the last rebalance
         self.last_polled = 0  # records the last poll returned (source watermarks not counted)
         self.last_released = 0  # records the last step released to the pipelines
+        self.lag_at_exit: int | None = None
         # Called before each poll (the ingest stage of `gatewatch run`); records it handled count as activity.
         self.before_poll: Callable[[], int] | None = None
         self.joining: Callable[[], bool] | None = None  # another consumer of this process still joining
@@ -247,6 +248,8 @@ class Worker:
                       f"{sum(stats['dead_letters'].values()):,} dead-lettered", end="", file=sys.stderr, flush=True)
             if opts.max_events is not None and self.records >= opts.max_events:
                 break
+        # What was left unread when it stopped (an idle exit with lag means a partition was not fetched).
+        self.lag_at_exit = sum(self.lag().values())
         self.drain()
         if opts.progress:
             print(file=sys.stderr)

@@ -80,7 +80,7 @@ def test_three_keyed_workers_raise_the_alerts_of_one(tmp_path: Path, keys_dir, m
     # handed to another by a rebalance is counted by whichever published it, and a clean-clone run once
     # summed fewer (5,031 of 6,000) — not explained yet (see the issue note); the alert ids below are the
     # criterion, and a lost record would show there.
-    assert one["records"] == len(records) and three["events"] > 0
+    assert one["records"] == len(records) and one["events"] >= len(records) and three["events"] > 0, (one, three)
     alone, together = _alerts(tmp_path / "one.db"), _alerts(tmp_path / "three.db")
     assert {t for t, _, _ in alone.values()} >= labelled - {"traffic.ip_not_allowed"}  # no allow-list here
     assert together == alone
