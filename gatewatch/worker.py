@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata
+from kafka.errors import KafkaError
 
 from gatewatch.alignment import EventTimeAligner
-from gatewatch.delivery import GROUP_MOVED, until_done
+from gatewatch.delivery import GROUP_MOVED, is_transient, until_done
 from gatewatch.pipeline import BatchResult, Pipeline
 from gatewatch.sinks import ResultSink
 from ingest.deadletter import DeadLetter
@@ -66,6 +67,17 @@ def keyed_reader(events_topic: str) -> RecordReader:
 _UNKNOWN_HIGHWATER_GRACE_SECONDS = 5.0  # a partition whose end is still unknown stops holding others back
 
 
+def known_position(consumer: Any, tp: Any) -> int | None:
+    """The fetch position of `tp`; None while the broker cannot be asked (kafka-python may need a
+    metadata round trip to answer, which fails in an outage): callers then hold back."""
+    try:
+        return consumer.position(tp)  # type: ignore[no-any-return]
+    except KafkaError as exc:
+        if is_transient(exc):
+            return None
+        raise
+
+
 def update_caught_up(consumer: Any, aligner: EventTimeAligner, unknown_since: dict[Any, float], now: float) -> None:
     """Tell the aligner which assigned partitions have been read up to their high watermark."""
     for tp in consumer.assignment():
@@ -75,7 +87,8 @@ def update_caught_up(consumer: Any, aligner: EventTimeAligner, unknown_since: di
             aligner.set_caught_up(tp, now - since >= _UNKNOWN_HIGHWATER_GRACE_SECONDS)
             continue
         unknown_since.pop(tp, None)
-        aligner.set_caught_up(tp, consumer.position(tp) >= high)
+        position = known_position(consumer, tp)
+        aligner.set_caught_up(tp, position is not None and position >= high)
 
 
 @dataclass
@@ -120,7 +133,7 @@ def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, li
             kept.pop(tp, None)
             continue
         msgs = kept.get(tp)
-        here = msgs[0].offset if msgs else consumer.position(tp)
+        here = msgs[0].offset if msgs else known_position(consumer, tp)
         if here != target:
             consumer.seek(tp, target)
             kept.pop(tp, None)
@@ -370,7 +383,7 @@ class Worker:
         if first is None or first != committed:
             return False
         msgs = polled.get(tp)
-        following = msgs[0].offset if msgs else self.consumer.position(tp)
+        following = msgs[0].offset if msgs else known_position(self.consumer, tp)
         return following == parked.next_offset
     def drain(self) -> None:
         """Process everything still buffered (stopping: nothing more will come in this run)."""
@@ -397,8 +410,9 @@ class Worker:
         out = {}
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
-            if high is not None:
-                out[f"{tp.topic}/{tp.partition}"] = max(0, high - self.consumer.position(tp))
+            position = known_position(self.consumer, tp) if high is not None else None
+            if high is not None and position is not None:
+                out[f"{tp.topic}/{tp.partition}"] = max(0, high - position)
         return out
 
     def _maybe_report(self, force: bool = False) -> None:
