@@ -808,7 +808,8 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
              f"{single['cpu']:.1f} CPU s; the keyed worker was busy ≈ {100 * busy:.0f} % of one core over its "
              f"life{', so waiting, not computing, is much of its time' if busy < 0.6 else ''}). Where it goes:",
              f"  * fan-out: the ingest stage publishes every event again, once to `gatewatch.events` and once per "
-             f"side key to `events.by_key` — {keyed1['internal_records']:,} re-keyed records for {n:,} events "
+             f"side key to `events.by_key`, plus source watermarks to every re-keyed partition after each published "
+             f"batch — {keyed1['internal_records']:,} re-keyed records for {n:,} events "
              f"({fanout:.1f} per event), each produced with acks=all, then fetched, decoded and event-time aligned "
              "again by the detect stage;",
              "  * the two stages take turns on one thread (`run_keyed` drives the ingest step from `Worker.run`): the "
@@ -840,13 +841,17 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
         types = sorted({a[0] for _, mine, theirs in keyed_diff for a in mine + theirs})
         body.append(
             f"* **Two keyed workers did not always raise the alerts of one** ({len(keyed_diff)} of "
-            f"{len(runs['keyed2'])} runs of (c) differ, in {', '.join(f'`{t}`' for t in types)}). Each worker's "
-            "ingest stage aligns event time over its own input partitions only; the two stages' outputs interleave "
-            "on the shared re-keyed partitions in the order they are published, so with a backlog one worker's "
-            "events can reach a detector ahead of older events from the other, and an order-sensitive detector "
-            "then decides differently"
-            + (" — `token.jti_collision` blames whichever of two tokens sharing a jti it sees second, so the alert "
-               "names another subject and gets another id." if "token.jti_collision" in types else "."))
+            f"{len(runs['keyed2'])} runs of (c) differ, in {', '.join(f'`{t}`' for t in types)}) although the detect "
+            "stage waits for every input partition's source watermark (README, *Event-time alignment*): not "
+            "explained yet — an order-sensitive detector sees the events of one key in another order"
+            + (" (`token.jti_collision` blames whichever of two tokens sharing a jti it sees second, so the alert "
+               "names another subject and gets another id)." if "token.jti_collision" in types else "."))
+    else:
+        body.append(
+            f"* **Two keyed workers raised the alerts of one** (alert ids of all {len(runs['keyed2'])} runs of (c) "
+            "equal (b)'s). Each worker's ingest stage aligns event time over its own input partitions only, so "
+            "the detect stage releases an event only once every input partition's source watermark has passed it "
+            "(README, *Event-time alignment*); before that, 2 of 2 runs of (c) differed in `token.jti_collision`.")
     if "lat-single" in lat_ok and "lat-keyed1" in lat_ok:
         a, b = lat_ok["lat-single"]["latencies"], lat_ok["lat-keyed1"]["latencies"]
         tail = pct(b, 99) > 2 * pct(a, 99) + 50 / 1000

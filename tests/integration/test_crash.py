@@ -152,8 +152,8 @@ def identity(alerts: dict[str, Any]) -> dict[str, tuple[str, str, str, str]]:
 
 
 def assert_rule_attacks_caught(alerts: dict[str, Any], labels: list[dict[str, Any]],
-                               times: dict[str, str], run: str) -> None:
-    report = score(alerts.values(), labels, events=N_EVENTS, event_times=times)["by_type"]
+                               times: dict[str, str], run: str, events: int = N_EVENTS) -> None:
+    report = score(alerts.values(), labels, events=events, event_times=times)["by_type"]
     attacked = {t for t in RULE_TYPES if report.get(t, {}).get("attacks")}
     assert attacked == set(RULE_TYPES), (run, set(RULE_TYPES) - attacked)
     missed = {t: report[t]["missed"] for t in RULE_TYPES if report[t]["recall"] != 1.0}
