@@ -6,15 +6,17 @@ worker (`gatewatch run --keyed`) has more to get right when it dies: two groups 
 topics, detect on the re-keyed ones), re-keyed records published but not yet committed on the input side
 (the restarted ingest stage publishes them again, with their original source, so the detectors must see a
 redelivery, not a replay), source watermarks on the re-keyed partitions, and the detect stage's warm-up
-from Kafka's time index. This test kills the worker three times — once its ingest group has committed
-25 %, 50 % and 75 % of a 30,000-event stream with every rule attack — restarts it each time, and lets the
-last incarnation finish. Smaller than the one-process test's stream: a keyed worker processes about
-1,300 events/s on this 2-core machine (BENCHMARKS.md), and each restart re-reads the re-keyed topics.
+from Kafka's time index. This test kills the worker three times over a 30,000-event stream with every rule
+attack — once its ingest group has committed 30 % of the input, then once its detect group has committed
+30 % and 70 % of the events (the detect stage trails the ingest stage) — restarts it each time, and lets
+the last incarnation finish, which must rebuild the detectors' state in warm-up. Smaller than the
+one-process test's stream: a keyed worker processes under 1,000 events/s on this 2-core machine
+(BENCHMARKS.md), and each restart re-reads the re-keyed topics.
 
-Asserted: the ingest group's committed offsets never move backward and reach the end of every input
-partition (nothing lost); the alert identities (id, type, tenant, entity) equal the clean keyed run's;
-no alert id is stored twice and every record on the alerts topic is its stored alert; every labelled rule
-attack is caught by both runs.
+Asserted: neither group's committed offsets ever move backward; the ingest group's reach the end of every
+input partition (nothing lost); the last incarnation warmed up (re-read what was processed before); the
+alert identities (id, type, tenant, entity) equal the clean keyed run's; no alert id is stored twice and
+every record on the alerts topic is its stored alert; every labelled rule attack is caught by both runs.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ SEED = 0x5EED
 N_EVENTS = 30_000
 RULE_ATTACKS = tuple(a for a in ALL_ATTACKS if not a.startswith("anomaly."))
 RULE_TYPES = sorted(d.name for d in DETECTORS)
-KILL_AT = (0.25, 0.5, 0.75)  # shares of the stream committed by the ingest group
+# When to kill: once the ingest group has committed this share of the input records, or the detect group
+# this share of the events (their principal copies on `gatewatch.events`).
+KILLS = (("ingest", 0.3), ("detect", 0.3), ("detect", 0.7))
 IDLE_EXIT = 6
 INCARNATION_TIMEOUT = 120.0
 
@@ -102,39 +106,49 @@ def test_kill_9_a_keyed_worker_several_times_gives_the_clean_runs_alerts(tmp_pat
     group = envs["crash"]["GATEWATCH_KAFKA__GROUP_ID"]
     ingest_group = f"{group}.ingest"
     probe = GroupProbe(k.bootstrap_servers, ingest_group, input_topics)
-    watch = CommitWatch(probe, ingest_group)
+    detect_probe = GroupProbe(k.bootstrap_servers, group, {k.events_topic})
+    watches = {"ingest": CommitWatch(probe, ingest_group), "detect": CommitWatch(detect_probe, group)}
     crash_log = tmp_path / "crash.log"
     kills: list[dict[str, Any]] = []
     try:
-        for share in KILL_AT:
-            before = watch.sample("restart")
+        for stage, share in KILLS:
+            before = {name: w.sample("restart") for name, w in watches.items()}
             proc = start(cfgs["crash"], envs["crash"], crash_log)
             deadline = time.monotonic() + INCARNATION_TIMEOUT
-            while watch.sample(f"incarnation {len(kills) + 1}") < max(int(share * N_EVENTS), before + 1):
+            while True:
+                now = {name: w.sample(f"incarnation {len(kills) + 1}") for name, w in watches.items()}
+                if now[stage] >= max(int(share * N_EVENTS), before[stage] + 1):
+                    break
                 assert proc.poll() is None, crash_log.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"incarnation {len(kills) + 1} never reached {share}"
+                assert time.monotonic() < deadline, f"incarnation {len(kills) + 1} never reached {stage} {share}"
                 time.sleep(0.02)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-            at = watch.sample("killed")
-            assert at < N_EVENTS, f"kill {len(kills) + 1} landed after the end of the stream"
+            at = {name: w.sample("killed") for name, w in watches.items()}
+            assert at["detect"] < N_EVENTS, f"kill {len(kills) + 1} landed after the end of the stream: {at}"
             # Gone without a LeaveGroup from both of its groups: removed at once, as an orchestrator would.
             for g in (ingest_group, group):
                 _, dead = group_members(probe, g)
                 removed = remove_members(probe, g, dead)
                 assert set(removed.values()) <= {"NoError", "UnknownMemberIdError"}, removed
-            kills.append({"share": share, "committed_before": before, "committed_at_kill": at})
+            kills.append({"stage": stage, "share": share, "committed_before": before, "committed_at_kill": at})
         last = start(cfgs["crash"], envs["crash"], crash_log)
         assert last.wait(timeout=300) == 0, crash_log.read_text()[-3000:]
         crash_summary = summary_of(crash_log)
         behind = probe.behind()
-        final = watch.sample("end")
+        final = watches["ingest"].sample("end")
+        watches["detect"].sample("end")
     finally:
         probe.close()
+        detect_probe.close()
     print(f"\nkeyed crash test: kills {kills}\nlast incarnation {crash_summary}\nclean {clean_summary}")
-    assert len(kills) == len(KILL_AT)
-    assert not watch.regressions, watch.regressions[:10]
+    assert len(kills) == len(KILLS)
+    for name, w in watches.items():
+        assert not w.regressions, (name, w.regressions[:10])
     assert behind == {} and final == N_EVENTS, (behind, final)  # every input record was published and committed
+    # The last incarnation gained every partition after the detect group had committed 70 %: it rebuilt
+    # the detectors' state from what it re-read in warm-up, and processed only the rest for real.
+    assert crash_summary["warmup_events"] > 0 and crash_summary["events"] < N_EVENTS, crash_summary
 
     crash_alerts = stored(dirs["crash"] / "gatewatch.db")
     clean_ids, crash_ids = identity(clean_alerts), identity(crash_alerts)
