@@ -11,12 +11,13 @@ When the broker goes away mid-step (restart, network blip, leader move), two thi
   A commit refused because a rebalance moved the partitions (`CommitFailedError` and the group errors)
   is dropped: the partitions' new owner reads those records again, and alert ids are deterministic.
 
-`until_done` is the one retry loop both use: transient Kafka errors back off and retry (announced once
+`until_done` is the one retry loop both use (and the store's flush): transient errors back off and retry (announced once
 per outage on stderr) until the step succeeds or the worker is asked to stop; anything else is raised.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +49,10 @@ class StoppedDuringOutage(GatewatchError):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A Kafka error that goes away by itself when the broker is back."""
+    """An error that goes away by itself: a Kafka outage, or the store's file locked by another writer
+    for longer than its busy timeout (a slow store slows the worker down; it never crashes it)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(word in str(exc) for word in ("locked", "busy"))
     if isinstance(exc, GROUP_MOVED) or not isinstance(exc, KafkaError):
         return False
     return isinstance(exc, KafkaConnectionError) or bool(getattr(exc, "retriable", False))

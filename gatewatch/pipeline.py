@@ -160,19 +160,20 @@ class Pipeline:
                 try:
                     found = detector.observe(event, self.stores[detector.name])
                 except Exception as exc:  # a detector bug must not stop the stream: dead-letter it
-                    if warmup:
-                        continue  # dead-lettered the first time round
-                    err = RecordError(f"{detector.name} raised {type(exc).__name__}: {exc}", "detector_error")
-                    raw = _raw_of(event)
-                    result.dead_letters.append(DeadLetter.from_error(err, raw, event.source, stage="detect"))
-                    self.stats.dead_letter_codes["detector_error"] += 1
-                    self.stats.dead_letters += 1
+                    if not warmup:  # (in warm-up: dead-lettered the first time round)
+                        self._dead_letter(event, result, f"{detector.name} raised {type(exc).__name__}: {exc}",
+                                          "detector_error")
                     continue
                 for signal in found:
-                    if warmup:
-                        self._remember(signal)
-                    else:
-                        self._signal(signal, result, changed, risk)
+                    try:
+                        if warmup:
+                            self._remember(signal)
+                        else:
+                            self._signal(signal, result, changed, risk)
+                    except Exception as exc:  # nor may a bug in risk or alert building
+                        if not warmup:
+                            self._dead_letter(event, result, f"scoring a {signal.type} signal raised "
+                                              f"{type(exc).__name__}: {exc}", "scoring_error")
         if self.behaviour is not None:
             self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
             for signal in self.behaviour.flush(self.watermark):
@@ -204,6 +205,12 @@ class Pipeline:
         result.alerts = [self.alerts.get(aid) for aid in changed]
         result.risk = list(risk.values())
         return result
+
+    def _dead_letter(self, event: Event, result: BatchResult, reason: str, code: str) -> None:
+        err = RecordError(reason, code)
+        result.dead_letters.append(DeadLetter.from_error(err, _raw_of(event), event.source, stage="detect"))
+        self.stats.dead_letter_codes[code] += 1
+        self.stats.dead_letters += 1
 
     def _remember(self, signal: Signal) -> None:
         """Warm-up: fold a signal into risk and the open alert (so counts and scores continue where the

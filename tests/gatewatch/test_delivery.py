@@ -7,6 +7,8 @@ look-up); the real outage is tests/integration/test_broker_restart.py.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from kafka.errors import (
     CommitFailedError,
@@ -138,6 +140,8 @@ def test_a_commit_refused_after_a_rebalance_is_dropped_not_retried() -> None:
 @pytest.mark.parametrize(("exc", "transient"), [
     (KafkaConnectionError("refused"), True), (KafkaTimeoutError("t"), True),
     (CommitFailedError("moved"), False), (MessageSizeTooLargeError("big"), False), (ValueError("x"), False),
+    (sqlite3.OperationalError("database is locked"), True), (sqlite3.OperationalError("no such table: x"), False),
+    (sqlite3.IntegrityError("UNIQUE constraint failed"), False),
 ])
 def test_which_errors_count_as_an_outage(exc: Exception, transient: bool) -> None:
     assert is_transient(exc) is transient

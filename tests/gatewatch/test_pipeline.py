@@ -82,3 +82,20 @@ def test_a_detector_that_raises_dead_letters_the_event(settings, validator, mint
     assert {d.stage for d in result.dead_letters} == {"detect"}
     assert b"<redacted tfp=" in result.dead_letters[0].original  # never the raw token
     assert len(result.alerts) == 1  # the other detectors still ran
+
+
+def test_a_signal_that_breaks_scoring_dead_letters_its_event(settings, validator, minter, monkeypatch) -> None:
+    p = Pipeline.from_settings(settings, validator)
+    real_add = p.risk.add
+
+    def add(signal):
+        if signal.type == "replay.nonce":
+            raise ValueError("bad strength")
+        return real_add(signal)
+
+    monkeypatch.setattr(p.risk, "add", add)
+    result = p.process(batch(nonce_stream(minter)))
+    dead = [d for d in result.dead_letters if d.code == "scoring_error"]
+    assert len(dead) == 1 and "replay.nonce" in dead[0].reason and "ValueError" in dead[0].reason
+    assert p.stats.dead_letter_codes["scoring_error"] == 1
+    assert all(a.type != "replay.nonce" for a in result.alerts)  # the stream went on without it
