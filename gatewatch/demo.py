@@ -121,8 +121,8 @@ def main() -> int:
             print(f"  {type_:<24} {n}")
         for a in alerts[:5]:
             ent = a["entity"]
-            print(f"  - [{a['severity']}] {a['type']} {ent['kind']}={ent['value']} tenant={a['tenant']}: "
-                  f"{a['reasons'][0]}")
+            where = "" if ent["kind"] == "tenant" else f" tenant={a['tenant']}"  # a tenant entity names it
+            print(f"  - [{a['severity']}] {a['type']} {ent['kind']}={ent['value']}{where}: {a['reasons'][0]}")
             if ent["kind"] in ("subject", "ip", "client"):
                 param = {"subject": "sub", "ip": "ip", "client": "client_id"}[ent["kind"]]
                 risk = _get(f"{base}/v1/risk?{param}={urllib.parse.quote(ent['value'])}", creds["gateway"])
