@@ -251,7 +251,12 @@ class Worker:
                 if not self.consumer.assignment() or (self.joining is not None and self.joining()):
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
-                    break
+                    lag = sum(self.lag().values())
+                    if not lag or self.clock() - last_data >= 3 * opts.idle_exit_seconds:
+                        if lag:  # records left unread: said, never silent (see lag_at_exit)
+                            print(f"gatewatch run: idle exit with {lag} records unread", file=sys.stderr,
+                                  flush=True)
+                        break
                 continue
             last_data = self.clock()
             if opts.progress and self.clock() - last_progress > 1.0:
@@ -284,8 +289,11 @@ class Worker:
                 self.last_polled += 1
                 ts = item.ts if isinstance(item, Event) else None
                 self.aligner.add(tp, m.offset, ts, (kind, m.offset < warm_until, item))
-        if self.aligner.sources is None:
-            self._update_caught_up()
+        # Asking every partition's position also completes kafka-python's pending offset validation,
+        # without which a partition with lag can stop being fetched (kafka-python issues #3106, #3131: a
+        # keyed worker's detect consumer, which had stopped asking in watermark mode, once fetched
+        # nothing at all). In watermark mode the caught-up flags themselves are not used.
+        self._update_caught_up()
         items, commits = self.aligner.release(everything=everything)
         self.last_released = len(items)
         if items:
