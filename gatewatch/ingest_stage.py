@@ -90,7 +90,11 @@ class IngestStage:
             self._publish(items)
             # Counted when released, not when polled: a rebalance drops buffered records, read again later.
             self.records += len(items)
-        self._publish_watermarks(everything=everything)
+        marked = self._publish_watermarks(everything=everything)  # after the events, in each partition
+        if items or marked:
+            # Every send acknowledged before the commit (one round trip for events and watermarks);
+            # unacknowledged ones are sent again through an outage.
+            until_done(self.sender.flush, what="publishing re-keyed events", should_stop=self.stopping)
         if commits:
             commit_offsets(self.consumer, commits, should_stop=self.stopping)
         return sum(len(v) for v in polled.values())
@@ -113,8 +117,6 @@ class IngestStage:
                 send(self.keyed_topic, value=value, key=f"{kind}\x1f{side}".encode(),
                      headers=[("kind", kind.encode())])
             self.published += 1
-        # Every send acknowledged before the commit; unacknowledged ones are sent again through an outage.
-        until_done(self.sender.flush, what="publishing re-keyed events", should_stop=self.stopping)
 
     def source_watermarks(self, *, everything: bool = False) -> dict[str, tuple[float, bool]]:
         """Per owned input partition: (event time published up to, idle). Everything at or before the
@@ -122,20 +124,21 @@ class IngestStage:
         progress = self.aligner.progress(list(self.consumer.assignment()), everything=everything)
         return {source_name(tp.topic, tp.partition): mark for tp, mark in progress.items()}
 
-    def _publish_watermarks(self, *, everything: bool) -> None:
+    def _publish_watermarks(self, *, everything: bool) -> bool:
+        """Send the source watermarks if they moved or the heartbeat is due; True if sent (not flushed)."""
         marks = self.source_watermarks(everything=everything)
         now = self.clock()
         if not marks or (self._last_marks is not None and self._last_marks[0] == marks
                          and now - self._last_marks[1] < self.heartbeat_seconds):
-            return
+            return False
         value = encode_watermarks(marks)
         headers = [(WATERMARK_HEADER, b"")]
         topics = [self.events_topic] + ([self.keyed_topic] if self.side_kinds else [])
         for topic in topics:
             for p in self._partitions_of(topic):
                 self.sender.send(topic, value=value, partition=p, headers=headers)
-        until_done(self.sender.flush, what="publishing source watermarks", should_stop=self.stopping)
         self._last_marks = (marks, now)
+        return True
 
 
 class _Rebalance(ConsumerRebalanceListener):
