@@ -22,7 +22,7 @@ token is its `tid` claim when present, else the tenant of the request or token e
 `PackedStore`:
 * `("rve", tenant, jti)` the token's `exp`, one packed int (a float if `exp` is not a whole second),
   until `exp` + leeway: a few bytes of the store's table per live token, for a revocation's deadline;
-* `("rvu", tenant, jti)` one flat tuple: the token's `exp`, fingerprint and subject and its recent
+* `("rvu", tenant, jti)` one flat list: the token's `exp`, fingerprint and subject and its recent
   uses, only until `reorder_seconds` after its newest use (the store's watermark adds the pipeline's
   lateness): as long as a revocation read out of order can still need them;
 * `("rvk", tenant, jti)` the revocation (event id, time, `sub`, `client_id`, deadline, ids of the uses
@@ -67,9 +67,9 @@ class _RecentUse(NamedTuple):
     status: int
 
 
-# A token (by tenant and jti) used lately, as one flat tuple (no object per use): its `exp`, fingerprint
-# and subject, then each recent use's four fields (`_RecentUse`), by time.
-_Seen = tuple[Any, ...]
+# A token (by tenant and jti) used lately, as one flat list (no object per use), changed in place: its
+# `exp`, fingerprint and subject, then each recent use's four fields (`_RecentUse`), by time.
+_Seen = list[Any]
 _EXP, _TFP, _SUB, _HEAD = 0, 1, 2, 3
 
 
@@ -132,7 +132,10 @@ class RevokedUseDetector:
         if info is None or not info.signed or not info.jti:
             return
         tenant = info.tid or event.tenant
-        if info.exp is not None:
+        seen: _Seen | None = state.get(("rvu", tenant, info.jti)) if use is not None else None
+        # While a token's recent uses are kept, its `exp` was noted with the first of them and, for a use
+        # inside the token's lifetime (verdict ok), cannot have been swept yet.
+        if info.exp is not None and (seen is None or info.verdict != "ok"):
             exp_key = ("rve", tenant, info.jti)
             if state.get(exp_key) is None:
                 state.set(exp_key, _exp_value(info.exp),
@@ -140,21 +143,27 @@ class RevokedUseDetector:
         if use is None:
             return
         key = ("rvu", tenant, info.jti)
-        seen: _Seen | None = state.get(key)
         if seen is None:
-            state.set(key, (info.exp, info.tfp, info.sub, *use), expires_at=use.ts + self.reorder_seconds)
+            state.set(key, [info.exp, info.tfp, info.sub, *use], expires_at=use.ts + self.reorder_seconds)
             return
-        if use.event_id in seen[_HEAD + 1::4]:
+        newest = seen[-4]
+        if use.ts > newest:  # the usual case: the newest use (so not a redelivery: that has its time)
+            seen += use
+            newest = use.ts
+        elif use.event_id in seen[_HEAD + 1::4]:
             return  # a redelivered use: nothing new
-        recent = _recent(seen)
-        if use.ts > recent[-1].ts:
-            recent.append(use)  # the usual case: the newest use
         else:
-            recent = sorted((*recent, use), key=lambda u: (u.ts, u.event_id))
-        newest = recent[-1].ts
-        recent = [u for u in recent if u.ts >= newest - self.reorder_seconds][-_MAX_RECENT:]
-        state.set(key, seen[:_HEAD] + tuple(x for u in recent for x in u),
-                  expires_at=newest + self.reorder_seconds)
+            recent = sorted((*_recent(seen), use), key=lambda u: (u.ts, u.event_id))
+            seen[_HEAD:] = [x for u in recent for x in u]
+            newest = seen[-4]
+        # keep the uses within `reorder_seconds` of the newest, at most _MAX_RECENT
+        cut, first = newest - self.reorder_seconds, _HEAD
+        end = len(seen) - 4 * _MAX_RECENT
+        while first < len(seen) and (first < end or seen[first] < cut):
+            first += 4
+        if first > _HEAD:
+            del seen[_HEAD:first]
+        state.set(key, seen, expires_at=newest + self.reorder_seconds)
 
     # -- revocations ----------------------------------------------------------------------------
     def _revoked(self, event: Event, rec: TokenRecord, state: StateStore) -> list[Signal]:

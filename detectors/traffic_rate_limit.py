@@ -25,7 +25,8 @@ limit, +0.25 per doubling, 1.0 at 4×; the overshoot is the larger of the window
 the newest sub-windows projected over the window, so a burst is strong already when it crosses.
 
 Redelivery (the same event id again: at-least-once input, a re-keying producer's retry) is never
-counted twice: a 64-bit hash of every event id is kept per sub-window of event time, for as long as
+counted twice: a 64-bit hash of every event id (Python's string hash: the state lives in one process
+and is rebuilt, never persisted) is kept per sub-window of event time, for as long as
 a count it made can still be in some key's ring (2 W + one sub-window, plus the watermark's
 lateness). A sub-window's hashes are a set while it is current and a sorted array of 8 bytes each
 from two sub-windows on (late stragglers go to a small set beside it); a hash collision (odds
@@ -44,7 +45,6 @@ durable store must therefore keep the object it returned from `get` (as replay_n
 
 from __future__ import annotations
 
-import hashlib
 import math
 from array import array
 from bisect import bisect_left
@@ -69,6 +69,7 @@ DIMENSIONS: tuple[str, ...] = ("subject", "client", "ip", "tenant")
 # busiest minute on a route (one value serves every tenant), or 0 to leave tenants unlimited.
 DEFAULT_LIMITS: dict[str, int] = {"subject": 600, "client": 6_000, "ip": 600, "tenant": 60_000}
 _NO_ROUTE = "(no route)"
+_M64 = (1 << 64) - 1
 _MAX_NAMES = 10_000
 
 
@@ -79,6 +80,7 @@ class _Rate:
     counts: list[int]
     head: int  # absolute index of the newest bucket
     newest: float  # newest event time counted
+    total: int = 0  # sum(counts), kept as counts change
     fired: float = float("-inf")  # event time of the last signal
     recent: deque[str] | None = None  # the latest event ids, kept only near or over the limit
 
@@ -110,10 +112,6 @@ class _Ids:
         if self.packed is None and self.fresh:
             self.packed = array("Q", sorted(self.fresh))
             self.fresh = set()
-
-
-def _id_hash(event_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -156,6 +154,7 @@ class RateLimitDetector:
         self._default = {**DEFAULT_LIMITS, **(limits or {})}
         self._by_route = {route: {**self._default, **over} for route, over in (route_limits or {}).items()}
         self._sub = window_seconds / sub_windows
+        self._dims = tuple(d for d in DIMENSIONS if d in dimensions)  # counted in this order
         self._names: dict[str, str] = {}  # one shared copy of each tenant and route name in the keys
 
     @classmethod
@@ -197,7 +196,7 @@ class RateLimitDetector:
         slot = int(ts // self._sub)
         ids_key = ("rl-ids", slot)
         ids: _Ids | None = state.get(ids_key)
-        h = _id_hash(rec.event_id)
+        h = hash(rec.event_id) & _M64
         if ids is None:
             ids = _Ids()
             state.set(ids_key, ids, expires_at=(slot + 1) * self._sub + 2 * self.window_seconds)
@@ -209,15 +208,26 @@ class RateLimitDetector:
         ids.add(h)
 
         info = event.token
-        limits = self._by_route.get(rec.route, self._default) if rec.route is not None else self._default
+        route = rec.route
+        limits = self._by_route.get(route, self._default) if route is not None else self._default
+        tenant = self._shared(rec.tenant)
+        route = self._shared(route)
         signals = []
-        for dim, value in (("subject", info.sub if info is not None else None),
-                           ("client", info.client_id if info is not None else None),
-                           ("ip", rec.client_ip), ("tenant", self._shared(rec.tenant))):
+        for dim in self._dims:
             limit = limits[dim]
-            if value is None or limit <= 0 or dim not in self.dimensions:
+            if limit <= 0:
                 continue
-            signal = self._count(state, event, dim, value, limit)
+            if dim == "ip":
+                value = rec.client_ip
+            elif dim == "tenant":
+                value = tenant
+            elif info is None:
+                continue
+            else:
+                value = info.sub if dim == "subject" else info.client_id
+                if value is None:
+                    continue
+            signal = self._count(state, event, dim, (dim, tenant, value, route), value, limit, slot)
             if signal is not None:
                 signals.append(signal)
         return signals
@@ -234,12 +244,10 @@ class RateLimitDetector:
             return name
         return shared
 
-    def _count(self, state: StateStore, event: Event, dim: str, value: str, limit: int) -> Signal | None:
-        rec = event.record
+    def _count(self, state: StateStore, event: Event, dim: str, key: tuple[str, ...], value: str, limit: int,
+               bucket: int) -> Signal | None:
         ts, window, n = event.ts, self.window_seconds, self.sub_windows
         ring = n + 1
-        bucket = int(ts // self._sub)
-        key = (dim, self._shared(rec.tenant), value, self._shared(rec.route))
         rate: _Rate | None = state.get(key)
         if rate is None:
             rate = _Rate([0] * ring, bucket, ts)
@@ -249,18 +257,22 @@ class RateLimitDetector:
         elif bucket > rate.head:
             counts = rate.counts
             for b in range(max(rate.head + 1, bucket - n), bucket + 1):
+                rate.total -= counts[b % ring]
                 counts[b % ring] = 0
             rate.head = bucket
             state.set(key, rate, expires_at=(bucket + 1) * self._sub + window)
         rate.counts[bucket % ring] += 1
+        rate.total += 1
         if ts > rate.newest:
             rate.newest = ts
+        if 2 * rate.total < limit and rate.recent is None:
+            return None  # the common case: the window's count (≤ total) is under half of the limit
 
         count, pace = self._estimate(rate)
         if 2 * count >= limit:
             if rate.recent is None:
                 rate.recent = deque(maxlen=self.max_evidence)
-            rate.recent.append(rec.event_id)
+            rate.recent.append(event.record.event_id)
         elif rate.recent is not None and 4 * count < limit:
             rate.recent = None
         if count <= limit + 1e-6 or rate.newest - rate.fired < window:  # (float rounding of `into`)
@@ -273,7 +285,7 @@ class RateLimitDetector:
         projected over a whole window)."""
         n, ring, counts, head = self.sub_windows, self.sub_windows + 1, rate.counts, rate.head
         into = rate.newest / self._sub - head  # how far into the head bucket, [0, 1)
-        count = sum(counts) - counts[(head - n) % ring] * into
+        count = rate.total - counts[(head - n) % ring] * into
         current = counts[head % ring] * min(1.0 / into, 2.0) if into > 0 else 0.0
         previous = counts[(head - 1) % ring]
         return count, max(current, previous) * n

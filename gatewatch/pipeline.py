@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -152,16 +153,22 @@ class Pipeline:
         result = BatchResult(events=len(events))
         changed: dict[str, None] = {}
         risk: dict[tuple[str, str, str], RiskUpdate] = {}
-        for event in sorted(events, key=lambda e: e.ts):
-            if event.ts < self.watermark:
-                result.late_events += 1
-            self.max_event_time = max(self.max_event_time, event.ts)
-            for detector in self.detectors:
+        steps = [(d.observe, self.stores[d.name], d.name) for d in self.detectors]
+        watermark = self.watermark
+        late = 0
+        for event in sorted(events, key=_by_time):
+            ts = event.ts
+            if ts < watermark:
+                late += 1
+            elif ts > self.max_event_time:
+                self.max_event_time = ts
+                watermark = ts - self.lateness_seconds
+            for observe, store, name in steps:
                 try:
-                    found = detector.observe(event, self.stores[detector.name])
+                    found = observe(event, store)
                 except Exception as exc:  # a detector bug must not stop the stream: dead-letter it
                     if not warmup:  # (in warm-up: dead-lettered the first time round)
-                        self._dead_letter(event, result, f"{detector.name} raised {type(exc).__name__}: {exc}",
+                        self._dead_letter(event, result, f"{name} raised {type(exc).__name__}: {exc}",
                                           "detector_error")
                     continue
                 for signal in found:
@@ -174,6 +181,7 @@ class Pipeline:
                         if not warmup:
                             self._dead_letter(event, result, f"scoring a {signal.type} signal raised "
                                               f"{type(exc).__name__}: {exc}", "scoring_error")
+        result.late_events = late
         if self.behaviour is not None:
             self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
             for signal in self.behaviour.flush(self.watermark):
@@ -253,6 +261,9 @@ class Pipeline:
             store.expire(wm)
         self.alerts.expire(wm)
         self.risk.expire(wm)
+
+
+_by_time = attrgetter("ts")
 
 
 def _raw_of(event: Event) -> bytes:

@@ -46,6 +46,10 @@ class TokenInfo:
     tfp: str
     verdict: str
     encrypted: bool = False
+    # The token as issued, for detector state: the first 16 hex chars of SHA-256 of its JWS signing
+    # input (header.payload). Unlike `tfp` it is the same for a copy re-encrypted to us or re-signed
+    # (an ECDSA signature (r, s) is also valid as (r, n − s)); set only when the signature verified.
+    identity: str | None = None
     header: dict[str, Any] | None = None
     iss: str | None = None
     sub: str | None = None
@@ -203,5 +207,6 @@ class TokenValidator:
         jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if jkt is not None and not isinstance(jkt, str):
             raise Refused("invalid_claims")
-        return TokenInfo(tfp=tfp, verdict="ok", encrypted=encrypted, header=header, iss=iss, exp=exp,
+        identity = hashlib.sha256(raw[:raw.rindex(b".")]).hexdigest()[:16]
+        return TokenInfo(tfp=tfp, verdict="ok", encrypted=encrypted, identity=identity, header=header, iss=iss, exp=exp,
                          nbf=nbf, iat=iat, cnf_jkt=jkt, claims=claims, **strings)

@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from detectors.packed_store import PackedStore
-from detectors.replay_token_context import TokenContextReplayDetector, classify_agent, network_of
+from detectors.client_context import classify_agent, network_of
+from detectors.replay_token_context import TokenContextReplayDetector
 from detectors.state import MemoryStore
 from gatewatch.simulate import SimulationSpec
 from ingest.decode import EventDecoder
@@ -199,7 +200,7 @@ def test_state_lives_until_exp_plus_leeway(decode, tok, store_cls) -> None:
     store.expire(T0 + 3600 + 29)
     # the token's context (one packed int) and the two entries naming its agent; the first use's
     # event id went 120 s after that use
-    assert isinstance(store.get(("tctx", ev.token.tfp)), int) and len(store) == 3
+    assert isinstance(store.get(("tctx", ev.token.identity)), int) and len(store) == 3
     store.expire(T0 + 3600 + 31)
     assert len(store) == 0
 
@@ -209,7 +210,7 @@ def test_one_context_token_is_one_packed_int_until_a_second_context(decode, tok)
     events = decode([access("v1", T0, token=tok, client_ip=HOME, user_agent=SAFARI_MAC),
                      access("v2", T0 + 30, token=tok, client_ip=HOME2, user_agent=SAFARI_MAC),
                      access("v3", T0 + 60, token=tok, client_ip=CARRIER[0], user_agent=SAFARI_MAC)])
-    key = ("tctx", events[0].token.tfp)
+    key = ("tctx", events[0].token.identity)
     det = TokenContextReplayDetector()
     assert observe(det, events[:2], store) == [] and isinstance(store.get(key), int)
     assert observe(det, events[2:], store) == [] and not isinstance(store.get(key), int)
@@ -254,3 +255,34 @@ def test_silent_on_clean_simulated_traffic(minter, settings, validator) -> None:
     found, labels, stats = _run(minter, settings, validator, spec)
     assert not labels and stats["network_switches"] >= 150 and stats["late"] >= 100
     assert [a.reasons[0] for a in found] == []
+
+
+# P-256 group order: an ECDSA signature (r, s) verifies as (r, n - s) too
+_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _flip_s(jws: str) -> str:
+    """The same ES256 JWS with its signature's s replaced by n − s: still valid, another compact form."""
+    import base64
+
+    head, payload, sig = jws.split(".")
+    raw_sig = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    r, s = raw_sig[:32], int.from_bytes(raw_sig[32:], "big")
+    flipped = r + (_P256_N - s).to_bytes(32, "big")
+    return f"{head}.{payload}." + base64.urlsafe_b64encode(flipped).rstrip(b"=").decode()
+
+
+def test_a_resigned_copy_is_the_same_token(decode, minter) -> None:
+    """A thief who flips an ES256 signature's s gets a valid token with a new fingerprint: the state is
+    kept by the token as issued (its signing input), so the copy is judged against the owner's uses."""
+    jws = minter.mint({"sub": "alice", "client_id": "acme-web", "exp": T0 + 3600, "iat": T0}, encrypt=False)
+    copy = _flip_s(jws)
+    assert copy != jws
+    owner, thief = decode([access("v1", T0, token=jws, client_ip=HOME, user_agent=SAFARI_MAC),
+                           access("a1", T0 + 60, token=copy, client_ip=HOSTING, user_agent="curl/8.7.1")])
+    assert owner.token.ok and thief.token.ok  # the flipped signature verifies
+    assert owner.token.tfp != thief.token.tfp and owner.token.identity == thief.token.identity
+    for store in (PackedStore(), MemoryStore()):
+        [sig] = observe(TokenContextReplayDetector(), [owner, thief], store)
+        assert sig.type == "replay.token_context" and sig.event_ids == ("v1", "a1")
+        assert sig.figures["first_ip"] == HOME and sig.figures["ip"] == HOSTING
