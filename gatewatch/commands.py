@@ -171,7 +171,8 @@ def _summary(result: Any) -> dict[str, Any]:
     codes = Counter(d.code for d in result.dead_letters)
     return {"records": result.records, "events": result.events, "dead_letters": len(result.dead_letters),
             "dead_letter_codes": dict(codes), "alerts": len(result.alerts), "alerts_by_type": dict(by_type),
-            "anomaly_model": result.anomaly_model}
+            "anomaly_model": result.anomaly_model, "seconds": round(result.seconds, 6),
+            "events_per_second": round(result.events_per_second)}
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

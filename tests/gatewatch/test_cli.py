@@ -69,6 +69,8 @@ def test_replay_writes_alerts_jsonl_and_dead_letters(tmp_path: Path, keys_dir, m
     summary = json.loads(done.stdout)
     assert summary["events"] == 21 and summary["dead_letters"] == 1
     assert summary["alerts_by_type"] == {"replay.nonce": 1}
+    assert summary["seconds"] > 0  # throughput: all 22 records over the replay's wall time
+    assert abs(summary["events_per_second"] * summary["seconds"] - 22) < 0.5
     alerts = [json.loads(line) for line in out.read_text().splitlines()]
     assert alerts[0]["type"] == "replay.nonce" and alerts[0]["status"] == "open"
     assert set(alerts[0]) >= {"id", "severity", "tenant", "entity", "first_seen", "last_seen", "count", "risk",
@@ -84,3 +86,18 @@ def test_replay_writes_alerts_jsonl_and_dead_letters(tmp_path: Path, keys_dir, m
 def test_replay_and_simulate_usage_errors(args, capsys) -> None:
     assert main(args) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_replay_progress_line_shows_events_per_second(settings, minter) -> None:
+    import io
+
+    from gatewatch.pipeline import Pipeline
+    from gatewatch.replay import replay
+
+    tok = minter.mint({"sub": "alice", "exp": T0 + 3600, "iat": T0})
+    records = [(json.dumps(access(f"e{i}", T0 + i, token=tok)).encode(), None) for i in range(30)]
+    progress = io.StringIO()
+    result = replay(Pipeline.from_settings(settings, None), records, batch_size=10, progress=progress)
+    lines = [part for part in progress.getvalue().split("\r") if part.strip()]
+    assert len(lines) == 3 and lines[-1].startswith("30 records  ") and " events/s  " in lines[-1]
+    assert result.records == 30 and result.seconds > 0 and result.events_per_second > 0
