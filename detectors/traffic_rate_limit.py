@@ -35,8 +35,9 @@ per event/s of throughput (~3.2 KB just before the pipeline's next expiry), i.e.
 50,000 events/s in one process with the default 60 s window, 1/N of it on each of N workers; plain
 sets would take ~12.5 KB per event/s. A key costs ~0.5 KB while it is active (ring, times, key,
 and ~0.2 KB of it the store's row and deadline entry), plus `max_evidence` event ids while it is
-at half of its limit or more; it is dropped a window after its last request. Cost: ~7 µs an event
-for IP + tenant, ~11 µs with a token (four dimensions), one core.
+at half of its limit or more; it is dropped a window after its last request. A key keeps the sum of
+its ring, so while that sum is under half the limit (nearly every key, nearly always) an event costs
+one increment per dimension and no estimate. Cost per event: BENCHMARKS.md "Replay" (per-stage profile).
 
 State values are updated in place after `get` and `set` again only when their deadline moves (once
 per sub-window per active key), so the store's deadline heap grows with keys, not with requests. A
