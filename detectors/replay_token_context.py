@@ -35,9 +35,7 @@ against it. One case stays order-dependent: if the token's first use is read aft
 use and a third context of the owner, the pair (thief, owner's third context) is reported too —
 same token, same subject, so the same alert.
 
-State, per live token until its `exp` + leeway, key `("tctx", tfp)`, in a `PackedStore`. Most
-tokens are only ever used from one context, and such a token is one packed int of 128 bits: its
-agent's id, the first use's IPv4 address or the top 48 bits of its IPv6 one (its network, with
+State: per live token until its `exp` + leeway, by the token's identity (detectors/token_context_state.py).
 Partition-locality: keyed by the token's identity; every event carrying a token is keyed by that
 token's subject (DESIGN.md), so all uses of one token meet on one partition.
 """

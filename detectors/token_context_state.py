@@ -1,6 +1,10 @@
 """State of `replay.token_context`: how a token's contexts are kept, packed while there is one.
 
-`ipv6_prefix` ≤ 48), the first use's time to the second and the newest use's time to the
+State, per live token until its `exp` + leeway, key `("tctx", identity)` — the token as issued (the
+hash of its JWS signing input, ingest/tokens.py), so a copy re-encrypted or re-signed is the same
+token — in a `PackedStore`. Most tokens are only ever used from one context, and such a token is one
+packed int of 128 bits: its agent's id, the first use's IPv4 address or the top 48 bits of its IPv6
+one (its network, with `ipv6_prefix` ≤ 48), the first use's time to the second and the newest use's time to the
 millisecond (exact for the millisecond timestamps gateways write; a finer one is rounded up, so a
 use within the same millisecond counts as not newer) — four 32-bit words of the store's table
 (bench/detectors.py: 78 bytes per live token for this detector at a million, the entries below
@@ -19,8 +23,6 @@ within the pipeline's lateness, so the evidence does not depend on the order of 
 context that appears later names the first use by its time (to the second) and IP (IPv6: its
 network) instead: same signal, evidence without the first event id. A key collision in the store
 (~5·10⁻⁸ at a million live tokens) would judge one token's use against another's first context.
-Partition-locality: keyed by token fingerprint; every event carrying a token is keyed by that
-token's subject (DESIGN.md), so all uses of one token meet on one partition.
 """
 
 from __future__ import annotations
