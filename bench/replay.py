@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                       "alerts": dict(alerts), "naive_findings": naive_found}, indent=1))
 
     detect = acc["detect + score (all)"]
+    decode_rest = (acc["decode (all, token check included)"] - acc["token check, warm (cached)"]
+                   - acc["token check, cold (decrypt + verify)"])
     in_detect = sum(v for k, v in acc.items() if k.startswith(("detector ", "behaviour")))
     rows = "\n".join(f"| {k} | {v:.2f} | {v / prof_total * 100:.1f} % |" for k, v in acc.most_common()
                      if not k.endswith("(all)") and not k.endswith("(all, token check included)"))
@@ -238,7 +240,7 @@ model {in_detect:.2f} s, the rest the loop, risk and alerts):
 | stage | seconds | share |
 |---|---:|---:|
 {rows}
-| decode, the rest (msgspec, field checks, event objects) | {acc["decode (all, token check included)"] - acc["token check, warm (cached)"] - acc["token check, cold (decrypt + verify)"]:.2f} | {(acc["decode (all, token check included)"] - acc["token check, warm (cached)"] - acc["token check, cold (decrypt + verify)"]) / prof_total * 100:.1f} % |
+| decode, the rest (msgspec, field checks, event objects) | {decode_rest:.2f} | {decode_rest / prof_total * 100:.1f} % |
 | detect loop, risk, alerts, state expiry (detect + score minus the stages above) | {detect - in_detect:.2f} | {(detect - in_detect) / prof_total * 100:.1f} % |
 
 Command: `.venv/bin/python bench/replay.py --rate {args.rate}`."""

@@ -76,32 +76,21 @@ def classify_agent(user_agent: str | None) -> tuple[str, str]:
     return f"other:{plow[:40]}", product[:40]
 
 
+# (substrings of the lower-cased User-Agent, name): the first that matches names the browser, its OS
+_BROWSERS = ((("edg/",), "Edge"), (("opr/",), "Opera"), (("firefox/", "fxios/"), "Firefox"),
+             (("chrome/", "crios/"), "Chrome"), (("safari/",), "Safari"))
+_OSES = ((("iphone", "ipad"), "iOS"), (("android",), "Android"), (("windows",), "Windows"),
+         (("mac os x", "macintosh"), "macOS"), (("linux", "x11"), "Linux"))
+
+
+def _first_named(low: str, table: tuple[tuple[tuple[str, ...], str], ...]) -> str | None:
+    return next((name for needles, name in table if any(n in low for n in needles)), None)
+
+
 def _browser_label(low: str) -> str:
-    if "edg/" in low:
-        name = "Edge"
-    elif "opr/" in low:
-        name = "Opera"
-    elif "firefox/" in low or "fxios/" in low:
-        name = "Firefox"
-    elif "chrome/" in low or "crios/" in low:
-        name = "Chrome"
-    elif "safari/" in low:
-        name = "Safari"
-    else:
-        name = "a browser"
-    if "iphone" in low or "ipad" in low:
-        os_ = "iOS"
-    elif "android" in low:
-        os_ = "Android"
-    elif "windows" in low:
-        os_ = "Windows"
-    elif "mac os x" in low or "macintosh" in low:
-        os_ = "macOS"
-    elif "linux" in low or "x11" in low:
-        os_ = "Linux"
-    else:
-        return name
-    return f"{name} on {os_}"
+    name = _first_named(low, _BROWSERS) or "a browser"
+    os_ = _first_named(low, _OSES)
+    return name if os_ is None else f"{name} on {os_}"
 
 
 @lru_cache(maxsize=65_536)
