@@ -1,4 +1,10 @@
-"""Strict decoding of raw records (CONTRACT.md §1) into `Event`s; failures become `RecordError`s."""
+"""Strict decoding of raw records (CONTRACT.md §1) into `Event`s; failures become `RecordError`s.
+
+`EventDecoder` keeps two small caches, because a gateway's log repeats itself: the whole second of
+canonical timestamps (thousands of events share one) and the client addresses already found valid.
+Each value is then parsed once, not once per event; a miss costs the full parse, and a full cache is
+cleared, so memory stays bounded.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from ingest.tokens import TokenValidator
 
 _decoder = msgspec.json.Decoder(AccessRecord | TokenRecord)
 _MAX_ID = 256
+_DIGITS = frozenset("0123456789")
+_CACHE_MAX = 100_000
 
 
 def parse_ts(value: str) -> float:
@@ -32,18 +40,7 @@ def parse_ts(value: str) -> float:
     return dt.timestamp()
 
 
-def _check(record: Record) -> None:
-    if not record.event_id or len(record.event_id) > _MAX_ID:
-        raise DecodeError("event_id must be 1..256 characters", "invalid_field")
-    if isinstance(record, AccessRecord):
-        try:
-            ipaddress.ip_address(record.client_ip)
-        except ValueError:
-            raise DecodeError(f"client_ip is not an IP address: {record.client_ip[:64]!r}",
-                              "invalid_field") from None
-        if not 100 <= record.status <= 599:
-            raise DecodeError(f"status out of range: {record.status}", "invalid_field")
-        return
+def _check_token_record(record: TokenRecord) -> None:
     required = {"issued": "token", "revoked": "jti", "refreshed": "presented_jti"}[record.type]
     if getattr(record, required) is None:
         raise DecodeError(f"token event of type {record.type!r} needs {required!r}", "missing_field")
@@ -51,24 +48,25 @@ def _check(record: Record) -> None:
         raise DecodeError("token event of type 'refreshed' needs 'issued_jti'", "missing_field")
 
 
-def decode_record(raw: bytes, max_bytes: int) -> tuple[Record, float]:
-    """Bytes → (record, event time). Raises `DecodeError`/`OversizeError` with a reason."""
+def _parse_record(raw: bytes, max_bytes: int) -> Record:
     if len(raw) > max_bytes:
         raise OversizeError(f"record of {len(raw)} bytes exceeds limits.max_event_bytes={max_bytes}")
-    try:  # msgspec lets invalid UTF-8 through in fields it skips, and raises UnicodeDecodeError in others
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"not UTF-8: invalid byte at {exc.start}", "not_json") from None
+    if not raw.isascii():  # ASCII is UTF-8 (and the check is cheaper than decoding)
+        try:  # msgspec lets invalid UTF-8 through in fields it skips, and raises UnicodeDecodeError in others
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"not UTF-8: invalid byte at {exc.start}", "not_json") from None
     try:
-        record = _decoder.decode(raw)
+        record: Record = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"schema: {exc}", "schema") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"not UTF-8 JSON: {exc}", "not_json") from None
     except RecursionError:
         raise DecodeError("JSON nested too deeply", "not_json") from None
-    _check(record)
-    return record, parse_ts(record.ts)
+    if not record.event_id or len(record.event_id) > _MAX_ID:
+        raise DecodeError("event_id must be 1..256 characters", "invalid_field")
+    return record
 
 
 class EventDecoder:
@@ -77,9 +75,50 @@ class EventDecoder:
     def __init__(self, *, validator: TokenValidator | None, max_event_bytes: int) -> None:
         self.validator = validator
         self.max_event_bytes = max_event_bytes
+        self._seconds: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" → epoch seconds
+        self._valid_ips: set[str] = set()
+
+    def decode_record(self, raw: bytes) -> tuple[Record, float]:
+        """Bytes → (record, event time). Raises `DecodeError`/`OversizeError` with a reason."""
+        record = _parse_record(raw, self.max_event_bytes)
+        if type(record) is AccessRecord:
+            ip = record.client_ip
+            if ip not in self._valid_ips:
+                try:
+                    ipaddress.ip_address(ip)
+                except ValueError:
+                    raise DecodeError(f"client_ip is not an IP address: {ip[:64]!r}", "invalid_field") from None
+                if len(self._valid_ips) >= _CACHE_MAX:
+                    self._valid_ips.clear()
+                self._valid_ips.add(ip)
+            if not 100 <= record.status <= 599:
+                raise DecodeError(f"status out of range: {record.status}", "invalid_field")
+        else:
+            _check_token_record(record)
+        return record, self.event_time(record.ts)
+
+    def event_time(self, value: str) -> float:
+        """`parse_ts`, with the gateways' canonical form `YYYY-MM-DDTHH:MM:SS.mmmZ` taken by a look-up of
+        its whole second plus its milliseconds in integer microseconds: the same float as
+        `datetime.timestamp()` (both divide a whole number of microseconds by 10**6 once)."""
+        if len(value) == 24 and value[23] == "Z" and value[19] == "." and _DIGITS.issuperset(value[20:23]):
+            base = self._seconds.get(value[:19])
+            if base is not None:
+                return (base * 1_000_000 + int(value[20:23]) * 1000) / 1_000_000
+            full = parse_ts(value)  # a bad value raises here, with its own message
+            if len(self._seconds) >= _CACHE_MAX:
+                self._seconds.clear()
+            self._seconds[value[:19]] = int(parse_ts(value[:19] + "Z"))
+            return full
+        return parse_ts(value)
 
     def decode(self, raw: bytes, source: Source | None = None) -> Event:
-        record, ts = decode_record(raw, self.max_event_bytes)
+        record, ts = self.decode_record(raw)
         token = record.token
         info = self.validator.check(token, ts) if token and self.validator is not None else None
         return Event(record=record, ts=ts, token=info, source=source)
+
+
+def decode_record(raw: bytes, max_bytes: int) -> tuple[Record, float]:
+    """Bytes → (record, event time), without a decoder's caches (one-off callers and tests)."""
+    return EventDecoder(validator=None, max_event_bytes=max_bytes).decode_record(raw)

@@ -7,7 +7,6 @@ epoch seconds, what the token validator made of its token, and where it was read
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
@@ -60,8 +59,7 @@ class TokenRecord(msgspec.Struct, frozen=True, tag="token", tag_field="kind"):
 Record = AccessRecord | TokenRecord
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(msgspec.Struct, frozen=True, gc=False):
     """Where a record was read: a Kafka position, or a file and line. Identifies redeliveries."""
 
     topic: str
@@ -69,8 +67,9 @@ class Source:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True, gc=False):
+    # A Struct, not a dataclass: one is built per event, and a frozen dataclass's __init__ costs ~1 µs
+    # (object.__setattr__ per field) where a Struct's costs ~0.1. gc=False: it holds no cycles.
     record: Record
     ts: float  # event time, epoch seconds
     token: TokenInfo | None = None

@@ -102,3 +102,39 @@ def test_hostile_bytes_found_by_the_poison_test_are_dead_letters_not_crashes(raw
     with pytest.raises(DecodeError) as err:
         decode_record(raw, 1 << 20)
     assert err.value.code == code
+
+
+_CANONICAL = st.datetimes(min_value=__import__("datetime").datetime(1, 1, 2),
+                          max_value=__import__("datetime").datetime(9999, 12, 30)).map(
+    lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z")
+
+
+@given(values=st.lists(_CANONICAL | st.text(max_size=30), min_size=1, max_size=20))
+@hsettings(max_examples=300)
+def test_the_decoders_cached_event_time_is_parse_ts_exactly(values) -> None:
+    """The per-second cache gives the very float `parse_ts` gives, or the same refusal — also when a
+    second is looked up again with other milliseconds."""
+    from ingest.decode import EventDecoder
+
+    decoder = EventDecoder(validator=None, max_event_bytes=1 << 16)
+    for value in values + [v[:20] + "999Z" for v in values if len(v) == 24]:
+        try:
+            expected: float | str = parse_ts(value)
+        except DecodeError as err:
+            expected = err.code
+        try:
+            got: float | str = decoder.event_time(value)
+        except DecodeError as err:
+            got = err.code
+        assert got == expected, value
+
+
+def test_a_bad_address_is_refused_after_good_ones_were_cached() -> None:
+    from ingest.decode import EventDecoder
+
+    decoder = EventDecoder(validator=None, max_event_bytes=1 << 16)
+    decoder.decode_record(raw(access("a", T0, client_ip="10.0.0.1")))
+    assert decoder.decode_record(raw(access("b", T0, client_ip="10.0.0.1")))[0].client_ip == "10.0.0.1"
+    with pytest.raises(DecodeError) as err:
+        decoder.decode_record(raw(access("c", T0, client_ip="10.0.0.1 ")))
+    assert err.value.code == "invalid_field"
