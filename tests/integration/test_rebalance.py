@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from api.store import AlertStore
 from gatewatch.settings import load_settings
@@ -36,9 +37,16 @@ def _caught_up(bootstrap: str, group: str, topics: list[str], timeout: float = 1
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         deadline = time.monotonic() + timeout
+        done: dict = {}
         while time.monotonic() < deadline:
             ends = consumer.end_offsets(tps)
-            done = admin.list_group_offsets({group: None}).get(group, {})
+            try:
+                done = admin.list_group_offsets({group: None}).get(group, {})
+            except KafkaError as exc:  # e.g. the group coordinator not elected yet on a fresh broker
+                if not getattr(exc, "retriable", False):
+                    raise
+                time.sleep(0.3)
+                continue
             if all(ends[tp] == 0 or (tp in done and done[tp].offset >= ends[tp]) for tp in tps):
                 return
             time.sleep(0.3)
