@@ -1,9 +1,9 @@
 """Strict decoding of raw records (CONTRACT.md §1) into `Event`s; failures become `RecordError`s.
 
-`EventDecoder` keeps two small caches, because a gateway's log repeats itself: the whole second of
-canonical timestamps (thousands of events share one) and the client addresses already found valid.
-Each value is then parsed once, not once per event; a miss costs the full parse, and a full cache is
-cleared, so memory stays bounded.
+`EventDecoder` keeps two small caches, because a gateway's log repeats itself: the minute of
+canonical timestamps (a busy gateway writes thousands of events in one) and the client addresses
+already found valid. Each value is then parsed once, not once per event; a miss costs the full parse,
+and a full cache is cleared, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class EventDecoder:
     def __init__(self, *, validator: TokenValidator | None, max_event_bytes: int) -> None:
         self.validator = validator
         self.max_event_bytes = max_event_bytes
-        self._seconds: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" → epoch seconds
+        self._minutes: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" → epoch seconds
         self._valid_ips: set[str] = set()
 
     def decode_record(self, raw: bytes) -> tuple[Record, float]:
@@ -99,16 +99,17 @@ class EventDecoder:
 
     def event_time(self, value: str) -> float:
         """`parse_ts`, with the gateways' canonical form `YYYY-MM-DDTHH:MM:SS.mmmZ` taken by a look-up of
-        its whole second plus its milliseconds in integer microseconds: the same float as
+        its minute plus its seconds and milliseconds in integer microseconds: the same float as
         `datetime.timestamp()` (both divide a whole number of microseconds by 10**6 once)."""
-        if len(value) == 24 and value[23] == "Z" and value[19] == "." and _DIGITS.issuperset(value[20:23]):
-            base = self._seconds.get(value[:19])
+        if len(value) == 24 and value[23] == "Z" and value[19] == "." and value[16] == ":" \
+                and _DIGITS.issuperset(value[17:19]) and _DIGITS.issuperset(value[20:23]) and value[17] < "6":
+            base = self._minutes.get(value[:16])
             if base is not None:
-                return (base * 1_000_000 + int(value[20:23]) * 1000) / 1_000_000
+                return ((base + int(value[17:19])) * 1_000_000 + int(value[20:23]) * 1000) / 1_000_000
             full = parse_ts(value)  # a bad value raises here, with its own message
-            if len(self._seconds) >= _CACHE_MAX:
-                self._seconds.clear()
-            self._seconds[value[:19]] = int(parse_ts(value[:19] + "Z"))
+            if len(self._minutes) >= _CACHE_MAX:
+                self._minutes.clear()
+            self._minutes[value[:16]] = int(parse_ts(value[:16] + ":00Z"))
             return full
         return parse_ts(value)
 

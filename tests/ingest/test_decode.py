@@ -112,12 +112,13 @@ _CANONICAL = st.datetimes(min_value=__import__("datetime").datetime(1, 1, 2),
 @given(values=st.lists(_CANONICAL | st.text(max_size=30), min_size=1, max_size=20))
 @hsettings(max_examples=300)
 def test_the_decoders_cached_event_time_is_parse_ts_exactly(values) -> None:
-    """The per-second cache gives the very float `parse_ts` gives, or the same refusal — also when a
-    second is looked up again with other milliseconds."""
+    """The per-minute cache gives the very float `parse_ts` gives, or the same refusal — also when a
+    minute is looked up again with other (or impossible) seconds and milliseconds."""
     from ingest.decode import EventDecoder
 
     decoder = EventDecoder(validator=None, max_event_bytes=1 << 16)
-    for value in values + [v[:20] + "999Z" for v in values if len(v) == 24]:
+    again = [v[:17] + s + v[19:] for v in values if len(v) == 24 for s in ("00", "59", "60", "7x", "٣1")]
+    for value in values + again + [v[:20] + "999Z" for v in values if len(v) == 24]:
         try:
             expected: float | str = parse_ts(value)
         except DecodeError as err:
