@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from detectors.state import StateStore
-from ingest.events import Event
+from ingest.events import AccessRecord, Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,27 @@ class Signal:
         return self.entities[0]
 
 
+# What kind of event it is, as far as a detector's first checks go: a token lifecycle event; an access
+# without a token; with a token whose verdict is `ok`; with any other verdict (refused, or signed but
+# expired or not yet valid). A detector declares the classes it reads (`reads`); the pipeline calls it
+# for those only, so the many that would return at their first line are not called at all.
+EVENT_CLASSES: tuple[str, ...] = ("token", "access", "access.valid", "access.invalid")
+
+
+def event_class(event: Event) -> str:
+    if type(event.record) is not AccessRecord:
+        return "token"
+    info = event.token
+    if info is None:
+        return "access"
+    return "access.valid" if info.verdict == "ok" else "access.invalid"
+
+
+def reads(detector: object) -> tuple[str, ...]:
+    """The event classes a detector reads: what it declares, else all of them."""
+    return tuple(getattr(detector, "reads", EVENT_CLASSES))
+
+
 class Detector(Protocol):
     name: ClassVar[str]  # the alert type it raises (CONTRACT.md §5)
     settings_key: ClassVar[str]  # its [detectors.<settings_key>] section
@@ -45,6 +66,9 @@ class Detector(Protocol):
     # it runs on each of them, seeing every event of a key. A detector on several streams has a
     # `for_partition(section, tokens, kind)` classmethod building the part that belongs to one.
     partition_by: ClassVar[tuple[str, ...]]
+    # The EVENT_CLASSES it can find something in or must remember (optional: undeclared = all). An
+    # event of another class must leave its state as it is and give no signal (tests/detectors checks).
+    reads: ClassVar[tuple[str, ...]]
 
     def observe(self, event: Event, state: StateStore) -> list[Signal]:
         """Update `state` with `event` (on event time) and return what it found."""

@@ -37,6 +37,7 @@ class NonceReplayDetector:
     name: ClassVar[str] = "replay.nonce"
     settings_key: ClassVar[str] = "replay_nonce"
     partition_by: ClassVar[tuple[str, ...]] = ("principal", "nonce")  # single-use tokens by principal, nonces by value
+    reads: ClassVar[tuple[str, ...]] = ("access", "access.valid", "access.invalid")
 
     def __init__(self, *, window_seconds: float = 300.0, max_evidence: int = 20, nonces: bool = True,
                  single_use_tokens: bool = True) -> None:

@@ -74,6 +74,7 @@ class RefreshReuseDetector:
     name: ClassVar[str] = "replay.refresh_reuse"
     settings_key: ClassVar[str] = "replay_refresh_reuse"
     partition_by: ClassVar[tuple[str, ...]] = ("principal",)
+    reads: ClassVar[tuple[str, ...]] = ("token",)
 
     def __init__(self, *, grace_seconds: float = 10.0, remember_seconds: float = 86_400.0) -> None:
         self.grace_seconds = grace_seconds

@@ -78,6 +78,7 @@ class TokenContextReplayDetector:
     name: ClassVar[str] = "replay.token_context"
     settings_key: ClassVar[str] = "replay_token_context"
     partition_by: ClassVar[tuple[str, ...]] = ("principal",)
+    reads: ClassVar[tuple[str, ...]] = ("access.valid",)
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, ipv4_prefix: int = 16, ipv6_prefix: int = 48,

@@ -30,6 +30,7 @@ class InvalidTokenBurstDetector:
     name: ClassVar[str] = "token.invalid"
     settings_key: ClassVar[str] = "token_invalid"
     partition_by: ClassVar[tuple[str, ...]] = ("ip",)
+    reads: ClassVar[tuple[str, ...]] = ("access.invalid",)
 
     def __init__(self, *, threshold: int = 20, window_seconds: float = 60.0) -> None:
         self.threshold = threshold

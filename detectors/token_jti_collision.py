@@ -27,6 +27,7 @@ class JtiCollisionDetector:
     name: ClassVar[str] = "token.jti_collision"
     settings_key: ClassVar[str] = "token_jti_collision"
     partition_by: ClassVar[tuple[str, ...]] = ("jti",)
+    reads: ClassVar[tuple[str, ...]] = ("token", "access.valid", "access.invalid")
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, max_remember_seconds: float = 86_400.0) -> None:

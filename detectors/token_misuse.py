@@ -33,6 +33,7 @@ class ExpiredUseDetector:
     name: ClassVar[str] = "token.expired_use"
     settings_key: ClassVar[str] = "token_expired_use"
     partition_by: ClassVar[tuple[str, ...]] = ("principal",)
+    reads: ClassVar[tuple[str, ...]] = ("access.invalid",)
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, realert_seconds: float = 600.0) -> None:
@@ -66,6 +67,7 @@ class CrossTenantDetector:
     name: ClassVar[str] = "token.cross_tenant"
     settings_key: ClassVar[str] = "token_cross_tenant"
     partition_by: ClassVar[tuple[str, ...]] = ("principal",)
+    reads: ClassVar[tuple[str, ...]] = ("access.valid", "access.invalid")
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, realert_seconds: float = 600.0) -> None:

@@ -86,6 +86,7 @@ class RevokedUseDetector:
     name: ClassVar[str] = "token.revoked_use"
     settings_key: ClassVar[str] = "token_revoked_use"
     partition_by: ClassVar[tuple[str, ...]] = ("principal",)
+    reads: ClassVar[tuple[str, ...]] = ("token", "access.valid", "access.invalid")
     state_kind: ClassVar[str] = "packed"
 
     def __init__(self, *, leeway_seconds: float = 30.0, grace_seconds: float = 5.0,

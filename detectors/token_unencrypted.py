@@ -18,6 +18,7 @@ class UnencryptedTokenDetector:
     name: ClassVar[str] = "token.unencrypted"
     settings_key: ClassVar[str] = "token_unencrypted"
     partition_by: ClassVar[tuple[str, ...]] = ("client",)
+    reads: ClassVar[tuple[str, ...]] = ("access.valid", "access.invalid")
 
     def __init__(self, *, realert_seconds: float = 86_400.0) -> None:
         self.realert_seconds = realert_seconds

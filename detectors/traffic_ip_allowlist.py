@@ -118,6 +118,7 @@ class IpAllowlistDetector:
     name: ClassVar[str] = "traffic.ip_not_allowed"
     settings_key: ClassVar[str] = "traffic_ip_not_allowed"
     partition_by: ClassVar[tuple[str, ...]] = ("ip",)
+    reads: ClassVar[tuple[str, ...]] = ("access", "access.valid", "access.invalid")
 
     def __init__(self, *, tenants: Mapping[str, Sequence[str]] | None = None,
                  routes: Mapping[str, Mapping[str, Sequence[str]]] | None = None,

@@ -141,6 +141,7 @@ class RateLimitDetector:
     name: ClassVar[str] = "traffic.rate_limit"
     settings_key: ClassVar[str] = "traffic_rate_limit"
     partition_by: ClassVar[tuple[str, ...]] = ("principal", "client", "ip", "tenant")  # a dimension each
+    reads: ClassVar[tuple[str, ...]] = ("access", "access.valid", "access.invalid")
 
     def __init__(self, *, window_seconds: float = 60.0, limits: Mapping[str, int] | None = None,
                  route_limits: Mapping[str, Mapping[str, int]] | None = None, sub_windows: int = 6,

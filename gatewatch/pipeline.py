@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from detectors import DETECTORS, build, store_for
-from detectors.base import Detector, Signal
+from detectors.base import EVENT_CLASSES, Detector, Signal, event_class, reads
 from detectors.state import StateStore
 from ingest.deadletter import DeadLetter
 from ingest.decode import EventDecoder
@@ -153,10 +153,13 @@ class Pipeline:
         result = BatchResult(events=len(events))
         changed: dict[str, None] = {}
         risk: dict[tuple[str, str, str], RiskUpdate] = {}
-        steps = [(d.observe, self.stores[d.name], d.name) for d in self.detectors]
+        # per event class, the detectors that read it
+        steps_for = {c: [(d.observe, self.stores[d.name], d.name) for d in self.detectors if c in reads(d)]
+                     for c in EVENT_CLASSES}
         watermark = self.watermark
         late = 0
         for event in sorted(events, key=_by_time):
+            steps = steps_for[event_class(event)]
             ts = event.ts
             if ts < watermark:
                 late += 1

@@ -7,6 +7,7 @@ import pytest
 import detectors
 from detectors import DETECTORS
 from detectors import store_for
+from detectors.base import EVENT_CLASSES, event_class, reads
 from detectors.traffic_ip_allowlist import IpAllowlistDetector, route_allow_lists
 from gatewatch.simulate import ADMIN_ALLOWED_CIDRS
 from gatewatch.settings import load_settings
@@ -130,6 +131,22 @@ class TestDetectorContract:
         a = observe_all(*fresh(det_cls), stream)
         b = observe_all(*fresh(det_cls), shuffled)
         assert alert_ids(a) == alert_ids(b)  # the same alerts; evidence may name other members of a burst
+
+    def test_events_of_classes_it_does_not_read_change_nothing(self, det_cls, stream) -> None:
+        """The pipeline calls a detector only for the event classes it `reads`: the others must give no
+        signal and leave its state as it was (what it finds over the whole stream is what it finds
+        over the classes it reads)."""
+        assert {event_class(ev) for ev in stream} == set(EVENT_CLASSES)  # the stream has every class
+        det, store = fresh(det_cls)
+        everything = []
+        for ev in stream:
+            found = det.observe(ev, store)
+            if event_class(ev) not in reads(det):
+                assert found == [], (ev.event_id, event_class(ev))
+            everything += found
+        det2, store2 = fresh(det_cls)
+        declared = observe_all(det2, store2, [ev for ev in stream if event_class(ev) in reads(det2)])
+        assert declared == everything and len(store2) == len(store)
 
     def test_state_expires_on_event_time(self, det_cls, stream) -> None:
         det, store = fresh(det_cls)
