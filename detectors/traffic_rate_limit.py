@@ -157,6 +157,10 @@ class RateLimitDetector:
         self._by_route = {route: {**self._default, **over} for route, over in (route_limits or {}).items()}
         self._sub = window_seconds / sub_windows
         self._dims = tuple(d for d in DIMENSIONS if d in dimensions)  # counted in this order
+        self._ring = sub_windows + 1
+        # per route (None: no route, or one without overrides), the (dimension, limit) pairs counted
+        self._active_default = self._active_for(self._default)
+        self._active = {route: self._active_for(table) for route, table in self._by_route.items()}
         self._names: dict[str, str] = {}  # one shared copy of each tenant and route name in the keys
 
     @classmethod
@@ -186,6 +190,9 @@ class RateLimitDetector:
         """The dimension keyed like the stream: subject on the principal stream, else the same name."""
         return cls.from_config(section, tokens, dimensions=("subject" if kind == "principal" else kind,))
 
+    def _active_for(self, table: dict[str, int]) -> tuple[tuple[str, int], ...]:
+        return tuple((d, table[d]) for d in self._dims if table[d] > 0)
+
     def limit_for(self, route: str | None, dimension: str) -> int:
         table = self._by_route.get(route, self._default) if route is not None else self._default
         return table[dimension]
@@ -211,14 +218,12 @@ class RateLimitDetector:
 
         info = event.token
         route = rec.route
-        limits = self._by_route.get(route, self._default) if route is not None else self._default
-        tenant = self._shared(rec.tenant)
-        route = self._shared(route)
+        names = self._names
+        tenant = names.get(rec.tenant) or self._shared(rec.tenant)
+        if route is not None:
+            route = names.get(route) or self._shared(route)
         signals = []
-        for dim in self._dims:
-            limit = limits[dim]
-            if limit <= 0:
-                continue
+        for dim, limit in self._active.get(route, self._active_default):
             if dim == "ip":
                 value = rec.client_ip
             elif dim == "tenant":
@@ -229,7 +234,21 @@ class RateLimitDetector:
                 value = info.sub if dim == "subject" else info.client_id
                 if value is None:
                     continue
-            signal = self._count(state, event, dim, (dim, tenant, value, route), value, limit, slot)
+            key = (dim, tenant, value, route)
+            rate: _Rate | None = state.get(key)
+            # The common case inline (a key already counting in this sub-window, far under its limit):
+            # exactly the first steps of `_count`, without the call.
+            if rate is not None and slot == rate.head and rate.recent is None \
+                    and ts > rate.newest - self.window_seconds:
+                rate.counts[slot % self._ring] += 1
+                rate.total += 1
+                if ts > rate.newest:
+                    rate.newest = ts
+                if 2 * rate.total < limit:
+                    continue
+                signal = self._judge(event, dim, value, limit, rate)
+            else:
+                signal = self._count(state, event, dim, key, value, limit, slot, rate)
             if signal is not None:
                 signals.append(signal)
         return signals
@@ -247,10 +266,10 @@ class RateLimitDetector:
         return shared
 
     def _count(self, state: StateStore, event: Event, dim: str, key: tuple[str, ...], value: str, limit: int,
-               bucket: int) -> Signal | None:
+               bucket: int, rate: _Rate | None) -> Signal | None:
+        """Count the event under `key` (whose state is `rate`), then `_judge`."""
         ts, window, n = event.ts, self.window_seconds, self.sub_windows
         ring = n + 1
-        rate: _Rate | None = state.get(key)
         if rate is None:
             rate = _Rate([0] * ring, bucket, ts)
             state.set(key, rate, expires_at=(bucket + 1) * self._sub + window)
@@ -269,7 +288,10 @@ class RateLimitDetector:
             rate.newest = ts
         if 2 * rate.total < limit and rate.recent is None:
             return None  # the common case: the window's count (≤ total) is under half of the limit
+        return self._judge(event, dim, value, limit, rate)
 
+    def _judge(self, event: Event, dim: str, value: str, limit: int, rate: _Rate) -> Signal | None:
+        """A key near its limit, its event counted: keep evidence, and fire once per window when over."""
         count, pace = self._estimate(rate)
         if 2 * count >= limit:
             if rate.recent is None:
@@ -277,7 +299,7 @@ class RateLimitDetector:
             rate.recent.append(event.record.event_id)
         elif rate.recent is not None and 4 * count < limit:
             rate.recent = None
-        if count <= limit + 1e-6 or rate.newest - rate.fired < window:  # (float rounding of `into`)
+        if count <= limit + 1e-6 or rate.newest - rate.fired < self.window_seconds:  # (float rounding of `into`)
             return None
         rate.fired = rate.newest
         return self._signal(event, dim, value, limit, rate, count, pace)
