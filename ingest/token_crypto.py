@@ -2,8 +2,10 @@
 
 `TokenDecryptor` opens a compact JWE (RFC 7516) with our private keys; `SignatureVerifier` checks a
 compact JWS (RFC 7515) against the issuers' public keys. Both check the allow-lists and pick the key
-themselves before calling joserfc, with exactly one algorithm allowed per call, so a library default
-never widens what we accept.
+themselves before any cryptography, with exactly one algorithm allowed per call, so a library default
+never widens what we accept. The cryptography itself takes the direct path (ingest.jose_direct: the
+common algorithms on `cryptography` primitives, without joserfc's per-call overhead) and falls back to
+joserfc, the reference, for everything that path does not cover; `direct=False` forces joserfc.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from joserfc import jwe, jws
 
+from ingest import jose_direct
 from ingest.jose_parse import Refused, header as parse_header, split_compact
 from ingest.keyring import KeyRing
 
@@ -30,8 +33,9 @@ def _allowed(configured: Iterable[str], insecure: Iterable[str]) -> frozenset[st
 
 class TokenDecryptor:
     def __init__(self, keys: KeyRing, *, algorithms: Iterable[str], encryptions: Iterable[str],
-                 insecure_algorithms: Iterable[str] = (), allow_zip: bool = False) -> None:
+                 insecure_algorithms: Iterable[str] = (), allow_zip: bool = False, direct: bool = True) -> None:
         self.keys = keys
+        self.direct = direct
         self.algorithms = _allowed(algorithms, insecure_algorithms)
         self.encryptions = frozenset(encryptions)
         self.allow_zip = allow_zip
@@ -53,16 +57,19 @@ class TokenDecryptor:
             raise Refused("malformed")  # dir carries no encrypted key
         key = self.keys.pick(hdr, "enc")
         try:
-            result = jwe.decrypt_compact(raw, key, algorithms=[alg, enc])
+            plaintext = jose_direct.decrypt(raw, segments, hdr, key) if self.direct else None
+            if plaintext is None:
+                plaintext = jwe.decrypt_compact(raw, key, algorithms=[alg, enc]).plaintext or b""
         except Exception:  # joserfc and cryptography raise many types on hostile input
             raise Refused("decrypt_failed") from None
-        return hdr, result.plaintext or b""
+        return hdr, plaintext
 
 
 class SignatureVerifier:
     def __init__(self, keys: KeyRing, *, algorithms: Iterable[str], insecure_algorithms: Iterable[str] = (),
-                 typ: Iterable[str] | None = None) -> None:
+                 typ: Iterable[str] | None = None, direct: bool = True) -> None:
         self.keys = keys
+        self.direct = direct
         self.algorithms = _allowed(algorithms, insecure_algorithms)
         self.typ = None if typ is None else frozenset(t.lower() for t in typ)
 
@@ -80,7 +87,9 @@ class SignatureVerifier:
             raise Refused("malformed")  # RFC 7797 unencoded payloads are not tokens
         key = self.keys.pick(hdr, "sig")  # kty must fit alg: no HMAC keyed by an RSA public key
         try:
-            sig = jws.deserialize_compact(raw, key, algorithms=[alg])
+            payload = jose_direct.verify(raw, segments, hdr, key) if self.direct else None
+            if payload is None:
+                payload = jws.deserialize_compact(raw, key, algorithms=[alg]).payload
         except Exception:
             raise Refused("bad_signature") from None
-        return hdr, sig.payload
+        return hdr, payload
