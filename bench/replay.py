@@ -15,7 +15,9 @@ One run, one process, one core, the same file for every figure:
     each detector, behaviour windows and model, detection loop with risk and alerts); the timers add
     their own cost, so shares matter here, not the total.
 
-Usage: .venv/bin/python bench/replay.py [--rate 1.7] [--out-dir DIR]. Rewrites "Replay" in BENCHMARKS.md.
+Usage: .venv/bin/python bench/replay.py [--rate 1.7] [--out-dir DIR] [--baseline-tree DIR]. Rewrites "Replay"
+in BENCHMARKS.md. `--baseline-tree` (a `git worktree` of an older commit) adds a before/after table: both
+trees replay the day in fresh processes, interleaved.
 `--only-gatewatch FILE` replays FILE with the code on PYTHONPATH and prints events/s (used to measure
 an older commit on the same file).
 """
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +114,38 @@ def ceilings(settings, lines: list[bytes]) -> dict[str, float]:
     return {"decode": decode, "cached": cached, "cold_seconds": cold, "distinct_tokens": len(distinct)}
 
 
+def git_head(tree: Path) -> str:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def compare_trees(baseline: Path, cfg: Path, repeats: int) -> str:
+    """This tree's replay beside an older commit's on the same file: each in a fresh process, interleaved
+    (A B A B ...), so a drift of the machine's speed hits both; medians and ranges."""
+    def once(tree: Path) -> float:
+        out = subprocess.run([sys.executable, str(tree / "bench" / "replay.py"), "--config", str(cfg),
+                              "--only-gatewatch", str(cfg.parent / "day.jsonl")],
+                             capture_output=True, text=True, check=True).stdout
+        return float(json.loads(out.strip().splitlines()[-1])["events_per_second"])
+
+    runs: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(repeats):
+        runs["before"].append(once(baseline))
+        runs["after"].append(once(ROOT))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print(json.dumps({"before_after": runs}))
+    return f"""
+Before and after, each replay in a fresh process, interleaved, {repeats} runs each (median, range):
+
+| tree | events/s | range |
+|---|---:|---|
+| before: commit {git_head(baseline)} | {med["before"]:,.0f} | {min(runs["before"]):,.0f}–{max(runs["before"]):,.0f} |
+| after: commit {git_head(ROOT)} (this run) | {med["after"]:,.0f} | {min(runs["after"]):,.0f}–{max(runs["after"]):,.0f} |
+
+After / before: {med["after"] / med["before"]:.2f}×.
+"""
+
+
 def naive_rate(settings, lines: list[bytes]) -> tuple[float, dict[str, int]]:
     from bench.naive_engine import run
 
@@ -182,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--config", type=Path, default=None, help="use this prepared config (its day.jsonl beside it)")
     ap.add_argument("--only-gatewatch", type=Path, default=None)
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="a checkout of an older commit (git worktree): replayed beside this tree, interleaved")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each tree with --baseline-tree")
     args = ap.parse_args(argv)
     if args.only_gatewatch:
         settings = load_settings(args.config, environ={})
@@ -198,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = Counter(b'"kind":"access"' in line for line in lines)
     with_token = sum(1 for line in lines if b'"token":"' in line)
 
+    before_after = compare_trees(args.baseline_tree, cfg, args.repeats) if args.baseline_tree else ""
     ceil = ceilings(settings, lines)
     naive, naive_found = naive_rate(settings, lines)
     gw, alerts = gatewatch_rate(settings, lines)
@@ -207,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                       "cold_token_seconds": round(ceil["cold_seconds"], 2), "distinct_tokens": ceil["distinct_tokens"],
                       "alerts": dict(alerts), "naive_findings": naive_found}, indent=1))
 
+    baseline_flag = f" --baseline-tree <checkout of {git_head(args.baseline_tree)}>" if args.baseline_tree else ""
     detect = acc["detect + score (all)"]
     decode_rest = (acc["decode (all, token check included)"] - acc["token check, warm (cached)"]
                    - acc["token check, cold (decrypt + verify)"])
@@ -243,7 +284,8 @@ model {in_detect:.2f} s, the rest the loop, risk and alerts):
 | decode, the rest (msgspec, field checks, event objects) | {decode_rest:.2f} | {decode_rest / prof_total * 100:.1f} % |
 | detect loop, risk, alerts, state expiry (detect + score minus the stages above) | {detect - in_detect:.2f} | {(detect - in_detect) / prof_total * 100:.1f} % |
 
-Command: `.venv/bin/python bench/replay.py --rate {args.rate}`."""
+{before_after}
+Command: `.venv/bin/python bench/replay.py --rate {args.rate}`{baseline_flag}."""
     write_section(ROOT / "BENCHMARKS.md", "Replay", body)
     return 0
 
