@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                       "cold_token_seconds": round(ceil["cold_seconds"], 2), "distinct_tokens": ceil["distinct_tokens"],
                       "alerts": dict(alerts), "naive_findings": naive_found}, indent=1))
 
-    baseline_flag = f" --baseline-tree <checkout of {git_head(args.baseline_tree)}>" if args.baseline_tree else ""
+    baseline_flag = f" --baseline-tree CHECKOUT_OF_{git_head(args.baseline_tree)}" if args.baseline_tree else ""
     detect = acc["detect + score (all)"]
     decode_rest = (acc["decode (all, token check included)"] - acc["token check, warm (cached)"]
                    - acc["token check, cold (decrypt + verify)"])
@@ -285,7 +285,7 @@ model {in_detect:.2f} s, the rest the loop, risk and alerts):
 | detect loop, risk, alerts, state expiry (detect + score minus the stages above) | {detect - in_detect:.2f} | {(detect - in_detect) / prof_total * 100:.1f} % |
 
 {before_after}
-Command: `.venv/bin/python bench/replay.py --rate {args.rate}`{baseline_flag}."""
+Command: `.venv/bin/python bench/replay.py --rate {args.rate}{baseline_flag}`."""
     write_section(ROOT / "BENCHMARKS.md", "Replay", body)
     return 0
 
