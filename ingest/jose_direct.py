@@ -139,8 +139,10 @@ def _ecdh_key(hdr: dict[str, Any], key: Any, alg: str, enc: str, ek: bytes) -> b
     return aes_key_unwrap(_concat_kdf(z, alg, apu, apv, _KW[kw]), ek)
 
 
-def decrypt(raw: bytes, segments: list[bytes], hdr: dict[str, Any], key: Any) -> bytes | None:
-    """Plaintext of a compact JWE with a GCM `enc`; None when not covered (use joserfc).
+def decrypt(raw: bytes, segments: list[bytes], decoded: list[bytes], hdr: dict[str, Any],
+            key: Any) -> bytes | None:
+    """Plaintext of a compact JWE with a GCM `enc`; None when not covered (use joserfc). `decoded`: the
+    segments decoded (jose_parse.decode_compact).
 
     Raises (DirectRefusal, InvalidTag, InvalidUnwrap, ValueError, ...) where joserfc would raise.
     """
@@ -155,7 +157,7 @@ def decrypt(raw: bytes, segments: list[bytes], hdr: dict[str, Any], key: Any) ->
     if not covered or enc not in _GCM or not _plain_header(hdr, _ECDH_MEMBERS if ecdh else _JWE_MEMBERS):
         return None
     _within(raw, segments, _JWE_LIMITS)
-    ek = _b64(segments[1])
+    ek = decoded[1]
     if ecdh:
         cek = _ecdh_key(hdr, key, alg, enc, ek)
         if cek is None:
@@ -169,13 +171,14 @@ def decrypt(raw: bytes, segments: list[bytes], hdr: dict[str, Any], key: Any) ->
         cek = aes_key_unwrap(kek, ek)
     else:
         cek = key.get_op_key("decrypt").decrypt(ek, _OAEP[alg])
-    iv, tag = _b64(segments[2]), _b64(segments[4])
+    iv, tag = decoded[2], decoded[4]
     if len(cek) != _GCM[enc] or len(iv) != 12 or len(tag) != 16:
         raise DirectRefusal("cek, iv or tag length")  # joserfc: random CEK, check_iv, GCM(iv, tag)
-    return AESGCM(cek).decrypt(iv, _b64(segments[3]) + tag, segments[0])
+    return AESGCM(cek).decrypt(iv, decoded[3] + tag, segments[0])
 
 
-def verify(raw: bytes, segments: list[bytes], hdr: dict[str, Any], key: Any) -> bytes | None:
+def verify(raw: bytes, segments: list[bytes], decoded: list[bytes], hdr: dict[str, Any],
+           key: Any) -> bytes | None:
     """Payload of a compact JWS whose signature verifies; None when not covered (use joserfc).
 
     Raises (DirectRefusal, InvalidSignature, ...) where joserfc would refuse the signature.
@@ -194,7 +197,7 @@ def verify(raw: bytes, segments: list[bytes], hdr: dict[str, Any], key: Any) -> 
         return None
     _within(raw, segments, _JWS_LIMITS)
     signing_input = segments[0] + b"." + segments[1]
-    sig = _b64(segments[2])
+    sig = decoded[2]
     public = key.get_op_key("verify")
     if alg in _ES:
         size = _CURVES[curve_name][1]
@@ -206,4 +209,4 @@ def verify(raw: bytes, segments: list[bytes], hdr: dict[str, Any], key: Any) -> 
         public.verify(sig, signing_input, _RS[alg], hashes.SHA256())
     else:
         public.verify(sig, signing_input)
-    return _b64(segments[1])
+    return decoded[1]

@@ -16,7 +16,7 @@ from typing import Any
 from joserfc import jwe, jws
 
 from ingest import jose_direct
-from ingest.jose_parse import Refused, header as parse_header, split_compact
+from ingest.jose_parse import Refused, decode_compact, header as parse_header
 from ingest.keyring import KeyRing
 
 # Refused even when listed, unless enabled by name in `insecure_algorithms` (CONTRACT.md §2).
@@ -42,8 +42,8 @@ class TokenDecryptor:
 
     def decrypt(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
         """(protected header, plaintext) of a 5-segment compact JWE, else `Refused`."""
-        segments = split_compact(raw, 5)
-        hdr = parse_header(segments[0])
+        segments, decoded = decode_compact(raw, 5)
+        hdr = parse_header(segments[0], decoded[0])
         alg, enc = hdr["alg"], hdr.get("enc")
         if alg not in self.algorithms or enc not in self.encryptions:
             raise Refused("disallowed_alg")
@@ -57,7 +57,7 @@ class TokenDecryptor:
             raise Refused("malformed")  # dir carries no encrypted key
         key = self.keys.pick(hdr, "enc")
         try:
-            plaintext = jose_direct.decrypt(raw, segments, hdr, key) if self.direct else None
+            plaintext = jose_direct.decrypt(raw, segments, decoded, hdr, key) if self.direct else None
             if plaintext is None:
                 plaintext = jwe.decrypt_compact(raw, key, algorithms=[alg, enc]).plaintext or b""
         except Exception:  # joserfc and cryptography raise many types on hostile input
@@ -73,10 +73,11 @@ class SignatureVerifier:
         self.algorithms = _allowed(algorithms, insecure_algorithms)
         self.typ = None if typ is None else frozenset(t.lower() for t in typ)
 
-    def verify(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
-        """(protected header, payload) of a compact JWS whose signature verifies, else `Refused`."""
-        segments = split_compact(raw, 3)
-        hdr = parse_header(segments[0])
+    def verify(self, raw: bytes, parts: tuple[list[bytes], list[bytes]] | None = None) -> tuple[dict[str, Any], bytes]:
+        """(protected header, payload) of a compact JWS whose signature verifies, else `Refused`.
+        `parts`: its `decode_compact(raw, 3)`, when the caller has it already."""
+        segments, decoded = parts if parts is not None else decode_compact(raw, 3)
+        hdr = parse_header(segments[0], decoded[0])
         alg = hdr["alg"]
         if alg not in self.algorithms:
             raise Refused("disallowed_alg")
@@ -87,7 +88,7 @@ class SignatureVerifier:
             raise Refused("malformed")  # RFC 7797 unencoded payloads are not tokens
         key = self.keys.pick(hdr, "sig")  # kty must fit alg: no HMAC keyed by an RSA public key
         try:
-            payload = jose_direct.verify(raw, segments, hdr, key) if self.direct else None
+            payload = jose_direct.verify(raw, segments, decoded, hdr, key) if self.direct else None
             if payload is None:
                 payload = jws.deserialize_compact(raw, key, algorithms=[alg]).payload
         except Exception:

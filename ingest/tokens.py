@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ingest.jose_parse import Refused, json_object, looks_like_jws
+from ingest.jose_parse import Refused, decode_compact, json_object
 from ingest.keyring import KeyRing, load_jwks
 from ingest.token_crypto import SignatureVerifier, TokenDecryptor
 
@@ -166,9 +166,13 @@ class TokenValidator:
             dots = raw.count(b".")
             if dots == 4:
                 _, inner = self.decryptor.decrypt(raw)
-                if not looks_like_jws(inner):
+                try:
+                    parts = decode_compact(inner, 3)
+                except Refused:
+                    parts = None
+                if parts is None or not parts[0][0]:
                     raise Refused("not_signed")  # a JWE proves nothing: anyone can encrypt to our key
-                return self._signed(inner, tfp, encrypted=True)
+                return self._signed(inner, tfp, encrypted=True, parts=parts)
             if dots == 2:
                 return self._signed(raw, tfp, encrypted=False)
             return TokenInfo(tfp=tfp, verdict="malformed")
@@ -177,8 +181,9 @@ class TokenValidator:
         except Exception:  # belt and braces: a validator bug must not stop the stream
             return TokenInfo(tfp=tfp, verdict="malformed")
 
-    def _signed(self, raw: bytes, tfp: str, *, encrypted: bool) -> TokenInfo:
-        header, payload = self.verifier.verify(raw)
+    def _signed(self, raw: bytes, tfp: str, *, encrypted: bool,
+                parts: tuple[list[bytes], list[bytes]] | None = None) -> TokenInfo:
+        header, payload = self.verifier.verify(raw, parts)
         claims = json_object(payload, verdict="invalid_claims")
         iss = claims.get("iss")
         if not isinstance(iss, str):

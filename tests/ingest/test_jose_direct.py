@@ -27,7 +27,7 @@ from joserfc.jws import JWSRegistry
 from joserfc.util import base64_to_int
 
 from ingest import jose_direct
-from ingest.jose_parse import Refused, header as parse_header, split_compact
+from ingest.jose_parse import Refused, decode_compact, header as parse_header
 from ingest.keyring import KeyRing
 from ingest.token_crypto import SignatureVerifier, TokenDecryptor
 
@@ -116,11 +116,14 @@ def same_verify(keys: Keys, token: str | bytes, ring: KeyRing | None = None) -> 
 def took_direct_path(raw: bytes, parts: int, ring: KeyRing, use: str) -> bool:
     """Whether jose_direct decides this token itself (no fallback to joserfc)."""
     try:
-        segments = split_compact(raw, parts)
-        hdr = parse_header(segments[0])
+        segments, decoded = decode_compact(raw, parts)
+        hdr = parse_header(segments[0], decoded[0])
         key = ring.pick(hdr, use)
-        fn = jose_direct.decrypt if parts == 5 else jose_direct.verify
-        return fn(raw, segments, hdr, key) is not None
+    except Refused:
+        return True  # refused before the direct path
+    fn = jose_direct.decrypt if parts == 5 else jose_direct.verify
+    try:
+        return fn(raw, segments, decoded, hdr, key) is not None
     except Exception:
         return True  # refused by the direct path itself (or before it)
 
