@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from api.store import STATUSES, UNSET, AlertStore, StoredAlert, StoreQueryError, Unset
+from ingest.kafka_io import assign_at, lag
 from scoring.alerts import Alert
 from scoring.risk import RiskUpdate
 
@@ -195,32 +196,13 @@ class ClusterFollower:
     # -- Kafka --------------------------------------------------------------------------------------
     def attach(self, consumer: Any, *, timeout: float = 30.0) -> None:
         """Assign every partition of the three topics to `consumer`, each at its stored position."""
-        from kafka import TopicPartition
-
-        topics = (self.alerts_topic, self.risk_topic, self.triage_topic)
-        deadline = time.monotonic() + timeout
-        parts: dict[str, set[int]] = {}
-        while True:
-            parts = {t: consumer.partitions_for_topic(t) or set() for t in topics}
-            if all(parts.values()) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        missing = [t for t, p in parts.items() if not p]
-        if missing:
-            raise RuntimeError(f"Kafka does not show topic {missing[0]}")
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(parts[t])]
-        consumer.assign(tps)
         stored = self.store.get_meta(OFFSETS_KEY)
         self._offsets = {k: int(v) for k, v in (stored[0] if stored else {}).items()}
-        fresh = []
-        for tp in tps:
-            at = self._offsets.get(_tp_name(tp.topic, tp.partition))
-            if at is None:
-                fresh.append(tp)
-            else:
-                consumer.seek(tp, at)
-        if fresh:
-            consumer.seek_to_beginning(*fresh)
+        positions = {}
+        for name, at in self._offsets.items():
+            topic, _, part = name.rpartition("/")
+            positions[(topic, int(part))] = at
+        assign_at(consumer, (self.alerts_topic, self.risk_topic, self.triage_topic), positions, timeout=timeout)
         self.consumer = consumer
 
     def step(self, timeout_ms: int = 500) -> int:
@@ -234,13 +216,8 @@ class ClusterFollower:
 
     def lag(self) -> int | None:
         """Records on the followed topics not applied yet (None: not known yet)."""
-        total = 0
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:
-                return None
-            total += max(0, high - self.consumer.position(tp))
-        return total
+        per_partition = lag(self.consumer).values()
+        return None if any(n is None for n in per_partition) else sum(n for n in per_partition if n is not None)
 
     def run(self) -> None:
         while not self._stop.is_set():

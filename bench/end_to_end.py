@@ -57,7 +57,8 @@ def broker_runs(settings, path: Path) -> dict[str, float]:
     from api.store import AlertStore
     from gatewatch.sinks import KafkaResultSink, StoreSink
     from gatewatch.topics import ensure_topics
-    from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
+    from gatewatch.worker import Worker, WorkerOptions
+    from ingest.kafka_io import make_consumer, make_producer
 
     k = settings.kafka
     ensure_topics(k)

@@ -6,7 +6,7 @@ detectors need, to `gatewatch.events.by_key` (ingest/routing.py). Records keep t
 timestamp (when they were written), not the event time: time-based retention would otherwise delete
 a replayed month of history on arrival. Undecodable records go to the dead-letter topic. Input
 offsets are committed only after every send is acknowledged (sends that fail in a broker outage are
-sent again: gatewatch.delivery): a crash re-publishes, and downstream the original source marks that
+sent again: ingest.delivery): a crash re-publishes, and downstream the original source marks that
 a redelivery.
 
 The input partitions are aligned on event time (`EventTimeAligner`) before publishing: otherwise one
@@ -23,14 +23,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kafka import ConsumerRebalanceListener
-
 from gatewatch.alignment import EventTimeAligner
-from gatewatch.delivery import AckedSender, until_done
+from ingest.delivery import AckedSender, until_done
 from gatewatch.pipeline import Pipeline
-from gatewatch.worker import commit_offsets, position_gained, start_offsets, update_caught_up
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
+from ingest.kafka_io import RebalanceHooks, caught_up, commit_offsets, position_gained, start_offsets
 from ingest.routing import (PRINCIPAL, WATERMARK_HEADER, encode_event, encode_watermarks, principal_key,
                             side_keys, source_name)
 
@@ -43,7 +41,8 @@ def side_kinds_of(pipelines: dict[str | None, Pipeline]) -> frozenset[str]:
 class IngestStage:
     def __init__(self, *, consumer: Any, producer: Any, topics: Sequence[str], decoder: Pipeline,
                  events_topic: str, keyed_topic: str, dlq_topic: str, side_kinds: frozenset[str],
-                 heartbeat_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 stopping: Callable[[], bool] = lambda: False, heartbeat_seconds: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.consumer = consumer
         self.producer = producer
         self.sender = AckedSender(producer)
@@ -52,7 +51,7 @@ class IngestStage:
         self.keyed_topic = keyed_topic
         self.dlq_topic = dlq_topic
         self.side_kinds = side_kinds
-        self.stopping = lambda: False  # the worker's stop flag: ends retries through a broker outage
+        self.stopping = stopping  # the worker's stop flag: ends retries through a broker outage
         self.records = 0  # input records published (counted once, when released: see `step`)
         self.published = 0
         self.dead_letters = 0
@@ -63,7 +62,13 @@ class IngestStage:
         self._unknown_since: dict[Any, float] = {}
         self.aligner = EventTimeAligner()
         self._gained: list[Any] = []  # partitions assigned in the last poll, to position before use
-        consumer.subscribe(topics=list(topics), listener=_Rebalance(self))
+        # Unpublished records of a partition taken away were not committed: its next owner reads them.
+        consumer.subscribe(topics=list(topics), listener=RebalanceHooks(revoked=self.aligner.revoke,
+                                                                        assigned=self._assigned))
+
+    def _assigned(self, assigned: list[Any]) -> None:
+        self.aligner.assign(assigned)
+        self._gained.extend(assigned)  # positioned after the poll returns (`step`)
 
     def _partitions_of(self, topic: str) -> list[int]:
         if topic not in self._partitions:
@@ -84,7 +89,8 @@ class IngestStage:
                 raw = m.value if m.value is not None else b""
                 item = self.decoder.decode_one(raw, Source(m.topic, m.partition, m.offset))
                 self.aligner.add(tp, m.offset, None if isinstance(item, DeadLetter) else item.ts, item)
-        update_caught_up(self.consumer, self.aligner, self._unknown_since, self.clock())
+        for tp, done in caught_up(self.consumer, self._unknown_since, self.clock()).items():
+            self.aligner.set_caught_up(tp, done)
         items, commits = self.aligner.release(everything=everything)
         if items:
             self._publish(items)
@@ -139,18 +145,3 @@ class IngestStage:
                 self.sender.send(topic, value=value, partition=p, headers=headers)
         self._last_marks = (marks, now)
         return True
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    """Unpublished records of a partition taken away were not committed: its next owner reads them.
-    (Inside the client's event loop: no blocking calls here, the stage positions gained partitions.)"""
-
-    def __init__(self, stage: IngestStage) -> None:
-        self.stage = stage
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.stage.aligner.revoke(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.stage.aligner.assign(list(assigned))
-        self.stage._gained.extend(assigned)

@@ -27,12 +27,13 @@ from typing import Any
 
 from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
 from api.store import AlertStore
-from gatewatch.delivery import until_done
+from ingest.delivery import until_done
 from gatewatch.ingest_stage import IngestStage, side_kinds_of
 from gatewatch.pipeline import Pipeline
 from gatewatch.settings import Settings
 from gatewatch.sinks import KafkaResultSink, StoreSink
 from ingest.errors import GatewatchError
+from ingest.kafka_io import make_consumer, make_producer, wait_for_topics
 from ingest.routing import KEY_KINDS, PRINCIPAL, source_name
 from ingest.tokens import TokenValidator
 
@@ -45,19 +46,6 @@ def keyed_pipelines(settings: Settings, validator: TokenValidator | None) -> dic
         if kind == PRINCIPAL or p.detectors or p.behaviour is not None:
             out[kind] = p
     return out
-
-
-def wait_for_topics(consumer: Any, topics: list[str], timeout: float = 30.0) -> None:
-    """Until the consumer's metadata knows `topics`: a subscription to a topic created a moment ago
-    would otherwise wait for the next metadata refresh (minutes) before getting any partition."""
-    deadline = time.monotonic() + timeout
-    missing = list(topics)
-    while missing and time.monotonic() < deadline:
-        missing = [t for t in missing if not consumer.partitions_for_topic(t)]
-        if missing:
-            time.sleep(0.2)
-    if missing:
-        raise GatewatchError(f"Kafka does not show topic {missing[0]} after {timeout:.0f}s")
 
 
 def _sinks(k: Any, producer: Any, store: AlertStore) -> list[Any]:
@@ -91,7 +79,7 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
     from kafka.errors import KafkaError
 
     from gatewatch.topics import ensure_topics
-    from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
+    from gatewatch.worker import Worker, WorkerOptions
 
     validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
     pipeline = Pipeline.from_settings(settings, validator)
@@ -122,11 +110,10 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
 def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None, max_events: int | None,
               progress: bool) -> dict[str, Any]:
     """One keyed worker: the ingest stage and the detect stage of the re-keyed streams."""
-    from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
     from gatewatch.topics import ensure_topics
-    from gatewatch.worker import Worker, WorkerOptions, keyed_reader, make_consumer, make_producer
+    from gatewatch.worker import StopFlag, Worker, WorkerOptions, keyed_reader
 
     validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
     pipelines = keyed_pipelines(settings, validator)
@@ -136,18 +123,27 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
     try:
         ensure_topics(k)
-        ingest_consumer = KafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers, group_id=f"{k.group_id}.ingest", enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=k.max_poll_records, client_id="gatewatch-ingest")
+        ingest_consumer = make_consumer(k, group_id=f"{k.group_id}.ingest", client_id="gatewatch-ingest")
         consumer = make_consumer(k)
         producer = make_producer(k)
         wait_for_topics(ingest_consumer, [k.access_topic, k.tokens_topic])
         wait_for_topics(consumer, [k.events_topic, k.keyed_topic])
     except KafkaError as exc:
         raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
+    stop = StopFlag()
     ingest = IngestStage(consumer=ingest_consumer, producer=producer, topics=[k.access_topic, k.tokens_topic],
                          decoder=principal, events_topic=k.events_topic, keyed_topic=k.keyed_topic,
-                         dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines))
+                         dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines), stopping=stop.is_set)
+
+    def feed(detect_busy: bool) -> int:
+        """The ingest step, run before each detect poll; stops feeding after `max_events` records."""
+        if max_events is not None and ingest.records >= max_events:
+            return 0
+        # Don't wait on the ingest side while the detect side has work (the two take turns on one thread).
+        wait = 0 if detect_busy else max(10, k.poll_timeout_ms // 4)
+        return ingest.step(until_done(lambda: ingest_consumer.poll(timeout_ms=wait), what="polling the gateway topics",
+                                      should_stop=stop.is_set))
+
     # Every input partition's watermark gates the re-keyed streams (whichever worker ingests it).
     sources = frozenset(source_name(t, p) for t in (k.access_topic, k.tokens_topic)
                         for p in ingest_consumer.partitions_for_topic(t) or ())
@@ -156,20 +152,8 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
                     sinks=_sinks(k, producer, store), poll_timeout_ms=k.poll_timeout_ms,
                     options=WorkerOptions(idle_exit_seconds=idle_exit, progress=progress),
                     report=_reporter(store, worker_id, records=lambda: ingest.records),
-                    worker_id=worker_id, warmup_seconds=k.warmup_seconds)
-
-    def feed() -> int:
-        """The ingest step, run before each detect poll; stops feeding after `max_events` records."""
-        if max_events is not None and ingest.records >= max_events:
-            return 0
-        # Don't wait on the ingest side while the detect side has work (the two take turns on one thread).
-        wait = 0 if worker.last_polled else max(10, k.poll_timeout_ms // 4)
-        return ingest.step(until_done(lambda: ingest_consumer.poll(timeout_ms=wait), what="polling the gateway topics",
-                                      should_stop=worker.stopping))
-
-    worker.before_poll = feed
-    ingest.stopping = worker.stopping
-    worker.joining = lambda: not ingest_consumer.assignment()
+                    worker_id=worker_id, warmup_seconds=k.warmup_seconds, before_poll=feed,
+                    joining=lambda: not ingest_consumer.assignment(), stop=stop)
     worker.install_signal_handlers()
     started = time.monotonic()
     try:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from api.store import AlertStore
-from gatewatch.delivery import AckedSender
+from ingest.delivery import AckedSender
 from gatewatch.pipeline import BatchResult
 from scoring.risk import RiskUpdate
 
@@ -33,7 +33,7 @@ def risk_key(update: RiskUpdate) -> bytes:
 
 class KafkaResultSink:
     """Alerts, risk updates and dead letters to their topics. `flush` raises while any record is not
-    acknowledged and keeps it to send again (the worker retries it through an outage: gatewatch.delivery)."""
+    acknowledged and keeps it to send again (the worker retries it through an outage: ingest.delivery)."""
 
     def __init__(self, producer: Any, *, alerts_topic: str, risk_topic: str, dlq_topic: str) -> None:
         self.sender = AckedSender(producer)

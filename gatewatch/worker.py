@@ -5,7 +5,7 @@ in event-time order across partitions) → pipeline → sinks.write → sinks.fl
 offsets of the first unreleased record of each partition. Manual commits only, so a crash between
 flush and commit re-processes records, which rewrites the same alert ids (idempotent) instead of
 losing anything. A broker outage during flush or commit is ridden out: the step is retried until
-it succeeds (gatewatch.delivery), never skipped. Sinks are flushed synchronously per batch, so a
+it succeeds (ingest.delivery), never skipped. Sinks are flushed synchronously per batch, so a
 slow store slows the worker down; it never drops records. (Pausing partitions whose alignment buffer
 is full exists but is off by default: see `WorkerOptions.max_buffered_per_partition`.)
 """
@@ -20,16 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata
-from kafka.errors import KafkaError
-
 from gatewatch.alignment import EventTimeAligner
-from gatewatch.delivery import GROUP_MOVED, is_transient, until_done
 from gatewatch.pipeline import BatchResult, Pipeline
 from gatewatch.sinks import ResultSink
 from ingest.deadletter import DeadLetter
+from ingest.delivery import until_done
 from ingest.errors import RecordError
 from ingest.events import Event, Source
+from ingest.kafka_io import (RebalanceHooks, caught_up, commit_offsets, known_position, lag, position_gained,
+                             start_offsets)
 from ingest.routing import PRINCIPAL, WATERMARK_HEADER, SourceWatermarks, decode_event, decode_watermarks
 from scoring.alerts import rfc3339
 
@@ -64,31 +63,18 @@ def keyed_reader(events_topic: str) -> RecordReader:
                                                stage="detect")
     return read
 
-_UNKNOWN_HIGHWATER_GRACE_SECONDS = 5.0  # a partition whose end is still unknown stops holding others back
+class StopFlag:
+    """Set once by a signal or the owner; read by every step that retries through an outage (the worker
+    and its ingest stage share one)."""
 
+    def __init__(self) -> None:
+        self._set = False
 
-def known_position(consumer: Any, tp: Any) -> int | None:
-    """The fetch position of `tp`; None while the broker cannot be asked (kafka-python may need a
-    metadata round trip to answer, which fails in an outage): callers then hold back."""
-    try:
-        return consumer.position(tp)  # type: ignore[no-any-return]
-    except KafkaError as exc:
-        if is_transient(exc):
-            return None
-        raise
+    def set(self) -> None:
+        self._set = True
 
-
-def update_caught_up(consumer: Any, aligner: EventTimeAligner, unknown_since: dict[Any, float], now: float) -> None:
-    """Tell the aligner which assigned partitions have been read up to their high watermark."""
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        if high is None:  # no fetch answer yet: hold the others back, but not forever
-            since = unknown_since.setdefault(tp, now)
-            aligner.set_caught_up(tp, now - since >= _UNKNOWN_HIGHWATER_GRACE_SECONDS)
-            continue
-        unknown_since.pop(tp, None)
-        position = known_position(consumer, tp)
-        aligner.set_caught_up(tp, position is not None and position >= high)
+    def is_set(self) -> bool:
+        return self._set
 
 
 @dataclass
@@ -103,96 +89,14 @@ class WorkerOptions:
     report_every_seconds: float = 2.0  # how often `report` gets the worker's figures
 
 
-def make_consumer(kafka: Any) -> KafkaConsumer:
-    """A consumer of the group; the `Worker` subscribes it (with its rebalance listener)."""
-    return KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        group_id=kafka.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=kafka.max_poll_records,
-        client_id="gatewatch-worker",
-    )
-
-
-def make_producer(kafka: Any) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5,
-                         retries=10, client_id="gatewatch-worker",
-                         max_request_size=5 * 1024 * 1024)  # dead letters of oversize records (topics.py)
-
-
-def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
-    """Make each gained partition read from its target offset; returns `polled` without the records that
-    will come again. Seeks only where needed: a partition whose polled records (or position) already start
-    at the target is left alone (with kafka-python 3.0.12 a seek right after a fetch sometimes left the
-    partition never fetched again, so the common case — first assignment — must not seek at all)."""
-    kept = dict(polled)
-    assigned = set(consumer.assignment())
-    for tp, target in targets.items():
-        if tp not in assigned:  # taken away again by a rebalance since: its next owner positions it
-            kept.pop(tp, None)
-            continue
-        msgs = kept.get(tp)
-        here = msgs[0].offset if msgs else known_position(consumer, tp)
-        if here != target:
-            consumer.seek(tp, target)
-            kept.pop(tp, None)
-    return kept
-
-
-def start_offsets(consumer: Any, tps: list[Any], *,
-                  should_stop: Callable[[], bool]) -> tuple[dict[Any, int], dict[Any, int]]:
-    """Where gained partitions resume: (committed offset of those with one, log start of the others),
-    read through a broker outage."""
-    committed: dict[Any, int] = {}
-    fresh = []
-    for tp in tps:
-        off = until_done(lambda: consumer.committed(tp), what="reading committed offsets", should_stop=should_stop)
-        if off is None or off < 0:
-            fresh.append(tp)  # never committed: from the first record still in the log
-        else:
-            committed[tp] = off
-    starts = until_done(lambda: consumer.beginning_offsets(fresh), what="reading log starts",
-                        should_stop=should_stop) if fresh else {}
-    return committed, starts
-
-
-def commit_offsets(consumer: Any, commits: dict[Any, int], *, should_stop: Callable[[], bool]) -> bool:
-    """Commit `commits` (partition -> next offset), retried through a broker outage. False when a
-    rebalance moved the partitions meanwhile: not committed, their next owner reads those records again."""
-    offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in commits.items()}
-    try:
-        until_done(lambda: consumer.commit(offsets), what="committing offsets", should_stop=should_stop)
-    except GROUP_MOVED as exc:
-        print(f"gatewatch: commit refused after a rebalance ({type(exc).__name__}); "
-              "those records are read again by their owner", file=sys.stderr, flush=True)
-        return False
-    return True
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.dropped = 0
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        # Released records were committed at the end of their step; what is still buffered was not:
-        # the partition's next owner reads it again — unless that is this worker (see `warm_up`).
-        self.worker.parked.update(self.worker.aligner.park(list(revoked)))
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        # Runs inside the client's event loop, where blocking calls (committed offsets, the time
-        # index) are not allowed: the worker warms the partitions up after the poll returns.
-        self.worker.aligner.assign(list(assigned))
-        self.worker.to_warm_up.extend(assigned)
-
-
 class Worker:
     def __init__(self, *, consumer: Any, topics: Sequence[str], pipeline: Pipeline | dict[str | None, Pipeline],
                  sinks: Sequence[ResultSink], poll_timeout_ms: int = 500, options: WorkerOptions | None = None,
                  clock: Callable[[], float] = time.monotonic, reader: RecordReader | None = None,
                  report: Callable[[dict[str, Any]], None] | None = None, worker_id: str = "worker",
-                 warmup_seconds: float = 0.0, watermark_sources: frozenset[str] | None = None) -> None:
+                 warmup_seconds: float = 0.0, watermark_sources: frozenset[str] | None = None,
+                 before_poll: Callable[[bool], int] | None = None, joining: Callable[[], bool] | None = None,
+                 stop: StopFlag | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.consumer = consumer
         # One pipeline for the raw input topics (key None), or one per re-keyed stream kind.
         self.pipelines = pipeline if isinstance(pipeline, dict) else {None: pipeline}
@@ -210,30 +114,40 @@ class Worker:
         # Re-keyed streams (`watermark_sources`: the input partitions) align on their source watermarks.
         self.aligner = EventTimeAligner(max_buffered_per_partition=self.options.max_buffered_per_partition
                                         or 2**62, sources=watermark_sources)
-        self._rebalance = _Rebalance(self)
         self._warm_until: dict[Any, int] = {}  # partition -> first offset processed for real
         self._held: dict[Any, int] = {}  # partitions this worker has state for -> next offset it committed
-        self.wall_clock: Callable[[], float] = time.time  # where warm-up starts reading (the time index)
+        self.wall_clock = wall_clock  # where warm-up starts reading (the time index)
         self.warmed_partitions = 0
         self.to_warm_up: list[Any] = []  # partitions gained in the last poll, to warm up before processing
         self.parked: dict[Any, Any] = {}  # buffers of partitions revoked by the last rebalance
         self.last_polled = 0  # records the last poll returned (source watermarks not counted)
         self.last_released = 0  # records the last step released to the pipelines
         self.lag_at_exit: int | None = None
-        # Called before each poll (the ingest stage of `gatewatch run`); records it handled count as activity.
-        self.before_poll: Callable[[], int] | None = None
-        self.joining: Callable[[], bool] | None = None  # another consumer of this process still joining
+        # Called before each poll with "did the last poll return records?" (the ingest stage of a keyed
+        # worker, which then need not wait); the records it handled count as activity.
+        self.before_poll = before_poll
+        self.joining = joining  # another consumer of this process still joining its group
         self._paused: set[Any] = set()
         self._unknown_since: dict[Any, float] = {}
         self._last_report = float("-inf")
-        self._stop = False
-        consumer.subscribe(topics=list(topics), listener=self._rebalance)
+        self.stop_flag = stop if stop is not None else StopFlag()
+        consumer.subscribe(topics=list(topics), listener=RebalanceHooks(revoked=self._revoked,
+                                                                        assigned=self._assigned))
+
+    def _revoked(self, revoked: list[Any]) -> None:
+        # Released records were committed at the end of their step; what is still buffered was not:
+        # the partition's next owner reads it again — unless that is this worker (see `warm_up`).
+        self.parked.update(self.aligner.park(revoked))
+
+    def _assigned(self, assigned: list[Any]) -> None:
+        self.aligner.assign(assigned)
+        self.to_warm_up.extend(assigned)  # positioned after the poll returns (`warm_up`)
 
     def stop(self, *_: Any) -> None:
-        self._stop = True
+        self.stop_flag.set()
 
     def stopping(self) -> bool:
-        return self._stop
+        return self.stop_flag.is_set()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -243,8 +157,8 @@ class Worker:
         last_data = self.clock()
         last_progress = 0.0
         opts = self.options
-        while not self._stop:
-            fed = self.before_poll() if self.before_poll is not None else 0
+        while not self.stopping():
+            fed = self.before_poll(self.last_polled > 0) if self.before_poll is not None else 0
             polled = self._ask(lambda: self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
             self.process(polled)
             if not self.last_polled and not self.last_released and not fed:
@@ -400,7 +314,8 @@ class Worker:
         self._maybe_report(force=True)
 
     def _update_caught_up(self) -> None:
-        update_caught_up(self.consumer, self.aligner, self._unknown_since, self.clock())
+        for tp, done in caught_up(self.consumer, self._unknown_since, self.clock()).items():
+            self.aligner.set_caught_up(tp, done)
 
     def _flow_control(self) -> None:
         assigned = self.consumer.assignment()
@@ -415,13 +330,7 @@ class Worker:
         self._paused -= roomy | gone
 
     def lag(self) -> dict[str, int]:
-        out = {}
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            position = known_position(self.consumer, tp) if high is not None else None
-            if high is not None and position is not None:
-                out[f"{tp.topic}/{tp.partition}"] = max(0, high - position)
-        return out
+        return {f"{tp.topic}/{tp.partition}": n for tp, n in lag(self.consumer).items() if n is not None}
 
     def _maybe_report(self, force: bool = False) -> None:
         if self.report is None or (not force and self.clock() - self._last_report < self.options.report_every_seconds):

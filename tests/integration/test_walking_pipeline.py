@@ -16,7 +16,8 @@ from gatewatch.pipeline import Pipeline
 from gatewatch.settings import load_settings
 from gatewatch.sinks import KafkaResultSink, StoreSink
 from gatewatch.topics import ensure_topics
-from gatewatch.worker import Worker, WorkerOptions, make_consumer, make_producer
+from gatewatch.worker import Worker, WorkerOptions
+from ingest.kafka_io import make_consumer, make_producer
 from ingest.tokens import TokenValidator
 from tests.conftest import T0, write_config
 from tests.events import access, raw

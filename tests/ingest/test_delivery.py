@@ -18,8 +18,8 @@ from kafka.errors import (
 )
 from kafka.future import Future
 
-from gatewatch.delivery import AckedSender, StoppedDuringOutage, is_transient, until_done
-from gatewatch.worker import commit_offsets
+from ingest.delivery import AckedSender, StoppedDuringOutage, is_transient, until_done
+from ingest.kafka_io import commit_offsets
 
 
 class SendFuture(Future):
@@ -125,7 +125,7 @@ class OutageConsumer:
 
 
 def test_a_commit_that_cannot_reach_the_broker_is_retried_with_the_same_offsets(monkeypatch) -> None:
-    monkeypatch.setattr("gatewatch.delivery.time.sleep", lambda _: None)
+    monkeypatch.setattr("ingest.delivery.time.sleep", lambda _: None)
     consumer = OutageConsumer([KafkaConnectionError("111 ECONNREFUSED"), KafkaTimeoutError("coordinator")])
     assert commit_offsets(consumer, {"p0": 10, "p1": 4}, should_stop=lambda: False) is True
     assert consumer.committed == [{"p0": 10, "p1": 4}]

@@ -1,0 +1,231 @@
+"""`Worker` without a broker: a fake consumer at the edge (STYLE.md 12), the real pipeline inside.
+
+What the live loop promises: results durable before offsets are committed (and the committed offset is
+the next record to read), a step that fails in an outage retried rather than skipped, a redelivered
+batch giving no second alert, a gained partition positioned at its committed offset, idle exit and stop.
+Broker-backed behaviour (real rebalances, crashes, restarts) is tests/integration's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka.errors import KafkaConnectionError
+from kafka.structs import TopicPartition
+
+from gatewatch.pipeline import BatchResult, Pipeline
+from gatewatch.worker import StopFlag, Worker, WorkerOptions
+from tests.conftest import T0
+from tests.events import access, raw
+
+TOPIC = "gateway.access"
+
+
+@dataclass
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class FakeConsumer:
+    """Just what the worker calls on a KafkaConsumer; every call that matters is logged in `log`."""
+
+    def __init__(self, log: list[tuple], partitions: int = 2) -> None:
+        self.log = log
+        self.tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
+        self.records: dict[TopicPartition, list[Msg]] = {tp: [] for tp in self.tps}
+        self.positions = {tp: 0 for tp in self.tps}
+        self.committed_offsets: dict[TopicPartition, int] = {}
+        self.assigned: list[TopicPartition] = []
+        self.listener: Any = None
+        self.pending_assignment: list[TopicPartition] | None = list(self.tps)
+        self.fail_commits = 0
+
+    def add(self, partition: int, value: bytes) -> None:
+        tp = self.tps[partition]
+        self.records[tp].append(Msg(TOPIC, partition, len(self.records[tp]), value))
+
+    # -- the consumer API the worker uses ----------------------------------------------------------
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Msg]]:
+        if self.pending_assignment is not None:  # a (re)join: revoke everything, assign the new set
+            if self.assigned:
+                self.listener.on_partitions_revoked(list(self.assigned))
+            self.assigned, self.pending_assignment = self.pending_assignment, None
+            self.listener.on_partitions_assigned(list(self.assigned))
+        out = {}
+        for tp in self.assigned:
+            msgs = self.records[tp][self.positions[tp]:self.positions[tp] + 3]
+            if msgs:
+                out[tp] = msgs
+                self.positions[tp] += len(msgs)
+        self.log.append(("poll", sum(len(m) for m in out.values())))
+        return out
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.records[tp])
+
+    def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self.committed_offsets.get(tp)
+
+    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.log.append(("seek", tp.partition, offset))
+        self.positions[tp] = offset
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            self.log.append(("commit failed",))
+            raise KafkaConnectionError("broker away")
+        for tp, meta in offsets.items():
+            self.committed_offsets[tp] = meta.offset
+        self.log.append(("commit", {tp.partition: m.offset for tp, m in offsets.items()}))
+
+    def offsets_for_times(self, query: dict) -> dict:
+        return {tp: None for tp in query}
+
+    def pause(self, *tps: TopicPartition) -> None: ...
+
+    def resume(self, *tps: TopicPartition) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ListSink:
+    """A result sink that logs writes and flushes; `fail_flushes` transient failures first."""
+
+    def __init__(self, log: list[tuple]) -> None:
+        self.log = log
+        self.results: list[BatchResult] = []
+        self.fail_flushes = 0
+
+    def write(self, result: BatchResult) -> None:
+        self.results.append(result)
+        self.log.append(("write", result.events))
+
+    def flush(self) -> None:
+        if self.fail_flushes:
+            self.fail_flushes -= 1
+            self.log.append(("flush failed",))
+            raise KafkaConnectionError("broker away")
+        self.log.append(("flush",))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.5  # every look at the clock is half a second later: idle exits come quickly
+        return self.now
+
+
+def nonce_records(minter: Any) -> list[bytes]:
+    tok = minter.mint({"sub": "alice", "client_id": "spa", "exp": T0 + 3600, "iat": T0})
+    recs = [access(f"e{i}", T0 + i, token=tok, nonce=f"n{i}") for i in range(8)]
+    recs.append(access("replayed", T0 + 20, token=tok, nonce="n3", client_ip="198.51.100.66"))
+    return [raw(r) for r in recs]
+
+
+def make_worker(settings: Any, validator: Any, consumer: FakeConsumer, sink: ListSink, **kwargs: Any) -> Worker:
+    options = kwargs.pop("options", WorkerOptions(idle_exit_seconds=2.0))
+    return Worker(consumer=consumer, topics=[TOPIC], pipeline=Pipeline.from_settings(settings, validator),
+                  sinks=[sink], options=options, clock=Clock(), **kwargs)
+
+
+def test_results_are_flushed_before_the_offsets_after_them_are_committed(settings, validator, minter) -> None:
+    log: list[tuple] = []
+    consumer, sink = FakeConsumer(log), ListSink(log)
+    for i, value in enumerate(nonce_records(minter)):
+        consumer.add(i % 2, value)
+    worker = make_worker(settings, validator, consumer, sink)
+    worker.run()
+    assert worker.records == 9 and sum(r.events for r in sink.results) == 9
+    assert [a.type for r in sink.results for a in r.alerts] == ["replay.nonce"]
+    # every commit follows a flush of the results it covers, and none comes before the first flush
+    steps = [entry[0] for entry in log if entry[0] in ("write", "flush", "commit")]
+    assert steps.index("flush") < steps.index("commit")
+    for i, step in enumerate(steps):
+        if step == "commit" and "write" in steps[:i]:
+            last_write = max(j for j in range(i) if steps[j] == "write")
+            assert "flush" in steps[last_write:i]
+    # the committed offset is the next record to read, on each partition
+    assert {tp.partition: off for tp, off in consumer.committed_offsets.items()} == {0: 5, 1: 4}
+
+
+def test_a_flush_or_commit_failing_in_an_outage_is_retried_not_skipped(settings, validator, minter) -> None:
+    log: list[tuple] = []
+    consumer, sink = FakeConsumer(log), ListSink(log)
+    for i, value in enumerate(nonce_records(minter)):
+        consumer.add(i % 2, value)
+    sink.fail_flushes, consumer.fail_commits = 2, 2
+    worker = make_worker(settings, validator, consumer, sink)
+    worker.run()
+    assert ("flush failed",) in log and ("commit failed",) in log
+    assert {tp.partition: off for tp, off in consumer.committed_offsets.items()} == {0: 5, 1: 4}
+    first_fail = log.index(("flush failed",))
+    assert not any(entry[0] == "commit" for entry in log[first_fail:log.index(("flush",), first_fail)])
+
+
+def test_a_redelivered_batch_after_a_rejoin_raises_no_second_alert(settings, validator, minter) -> None:
+    """The worker is handed its partitions again at the committed offsets; the same records a second time
+    (the broker redelivers what was not committed) give the same alert id and nothing new."""
+    log: list[tuple] = []
+    consumer, sink = FakeConsumer(log), ListSink(log)
+    for value in nonce_records(minter):
+        consumer.add(0, value)
+    worker = make_worker(settings, validator, consumer, sink)
+    worker.run()
+    alerts = [a.id for r in sink.results for a in r.alerts]
+    assert len(alerts) == 1
+    # a rejoin that moved the committed offsets back: everything from 2 on comes again
+    consumer.committed_offsets = {consumer.tps[0]: 2}
+    consumer.pending_assignment = list(consumer.tps)
+    sink.results.clear()
+    worker.stop_flag = StopFlag()
+    worker.run()
+    assert ("seek", 0, 2) in log  # positioned at the committed offset, not left where it was
+    assert sum(r.events for r in sink.results) == 7
+    assert [a.id for r in sink.results for a in r.alerts] == []
+
+
+def test_stop_ends_the_loop_and_max_events_stops_it_too(settings, validator, minter) -> None:
+    log: list[tuple] = []
+    consumer, sink = FakeConsumer(log), ListSink(log)
+    for value in nonce_records(minter):
+        consumer.add(0, value)
+    worker = make_worker(settings, validator, consumer, sink, options=WorkerOptions(max_events=3))
+    worker.run()
+    assert worker.records == 3  # one poll of three records, then it stopped
+    stop = StopFlag()
+    stop.set()
+    stopped = make_worker(settings, validator, FakeConsumer([]), ListSink([]), stop=stop)
+    stopped.run()
+    assert stopped.records == 0 and stopped.stopping()
+
+
+def test_before_poll_is_told_whether_the_last_poll_had_records(settings, validator, minter) -> None:
+    log: list[tuple] = []
+    consumer, sink = FakeConsumer(log), ListSink(log)
+    for value in nonce_records(minter)[:4]:
+        consumer.add(0, value)
+    seen: list[bool] = []
+    worker = make_worker(settings, validator, consumer, sink, before_poll=lambda busy: seen.append(busy) or 0)
+    worker.run()
+    assert seen[:3] == [False, True, True]  # first poll: nothing yet; then 3 records, then 1
+    assert seen[3] is False and worker.records == 4
