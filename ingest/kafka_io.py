@@ -42,7 +42,10 @@ def make_consumer(kafka: Any, *, group_id: str | None = None, client_id: str = "
 
 
 def make_producer(kafka: Any) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5,
+    # batch_size 1 MiB (default 16 KiB): a keyed worker's ingest step sends a poll's re-keyed records (about
+    # 2,400 of ~1 KB for 500 inputs) and then flushes; with 16 KiB batches that is ~150 produce requests,
+    # with 1 MiB a few. Measured on 20,000 records, one keyed worker: 22.7–23.0 s → 18.0–19.4 s wall.
+    return KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5, batch_size=1024 * 1024,
                          retries=10, client_id="gatewatch-worker",
                          max_request_size=5 * 1024 * 1024)  # dead letters of oversize records (topics.py)
 
