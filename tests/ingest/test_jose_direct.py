@@ -173,12 +173,10 @@ def test_empty_plaintext_is_empty_bytes_on_both_paths(keys) -> None:
 
 
 # -- byte mutations of minted tokens -----------------------------------------------------------
-@hsettings(max_examples=400, **SETTINGS)
-@given(case=st.sampled_from(JWE_CASES), segment=st.integers(0, 4), pos=st.integers(0, 10**6),
-       how=st.sampled_from(["replace", "flip", "truncate", "drop", "extend"]), char=st.sampled_from(B64_CHARS),
-       bit=st.integers(0, 7))
-def test_mutated_jwe_gets_the_same_verdict(keys, case, segment, pos, how, char, bit) -> None:
-    parts = mint_jwe(keys, *case).split(".")
+def mutated(token: str, segment: int, pos: int, how: str, char: str, bit: int) -> str:
+    """`token` with one segment changed: a character replaced or bit-flipped, cut at `pos`, dropped, or
+    extended."""
+    parts = token.split(".")
     seg = parts[segment]
     i = pos % max(len(seg), 1)
     if how == "replace" and seg:
@@ -192,7 +190,15 @@ def test_mutated_jwe_gets_the_same_verdict(keys, case, segment, pos, how, char, 
     else:
         seg = seg + char * (1 + bit)
     parts[segment] = seg
-    token = ".".join(parts)
+    return ".".join(parts)
+
+
+@hsettings(max_examples=400, **SETTINGS)
+@given(case=st.sampled_from(JWE_CASES), segment=st.integers(0, 4), pos=st.integers(0, 10**6),
+       how=st.sampled_from(["replace", "flip", "truncate", "drop", "extend"]), char=st.sampled_from(B64_CHARS),
+       bit=st.integers(0, 7))
+def test_mutated_jwe_gets_the_same_verdict(keys, case, segment, pos, how, char, bit) -> None:
+    token = mutated(mint_jwe(keys, *case), segment, pos, how, char, bit)
     same_decrypt(keys, token)
     event("direct" if took_direct_path(token.encode(), 5, keys.dec_ring, "enc") else "fallback")
 
@@ -202,21 +208,7 @@ def test_mutated_jwe_gets_the_same_verdict(keys, case, segment, pos, how, char, 
        how=st.sampled_from(["replace", "flip", "truncate", "drop", "extend"]), char=st.sampled_from(B64_CHARS),
        bit=st.integers(0, 7))
 def test_mutated_jws_gets_the_same_verdict(keys, alg, segment, pos, how, char, bit) -> None:
-    parts = mint_jws(keys, alg).split(".")
-    seg = parts[segment]
-    i = pos % max(len(seg), 1)
-    if how == "replace" and seg:
-        seg = seg[:i] + char + seg[i + 1:]
-    elif how == "flip" and seg:
-        seg = seg[:i] + chr(ord(seg[i]) ^ (1 << bit)) + seg[i + 1:]
-    elif how == "truncate":
-        seg = seg[:i]
-    elif how == "drop":
-        seg = ""
-    else:
-        seg = seg + char * (1 + bit)
-    parts[segment] = seg
-    same_verify(keys, ".".join(parts))
+    same_verify(keys, mutated(mint_jws(keys, alg), segment, pos, how, char, bit))
 
 
 # -- forged tokens: hostile headers, valid cryptography wherever it can be ----------------------
