@@ -336,7 +336,6 @@ class WindowFeatures:
         # One tuple per kept event, transposed once below: cheaper than a list append per column.
         rows_out: list[tuple] = []
         slot = self._slot
-        known = self._keys.get  # (kind, tenant, value) → slot, for the entities seen before (nearly all)
         on_sub, on_client, on_ip, on_tenant = self._on
         nan = math.nan
         for i, ev in enumerate(events):
@@ -356,30 +355,10 @@ class WindowFeatures:
             lat = rec.latency_ms
             route = rec.route
             agent = rec.user_agent
-            if sub is not None and on_sub:
-                s0 = known((0, tenant, sub))
-                if s0 is None:
-                    s0 = slot(0, tenant, sub)
-            else:
-                s0 = -1
-            if client is not None and client != sub and on_client:
-                s1 = known((1, tenant, client))
-                if s1 is None:
-                    s1 = slot(1, tenant, client)
-            else:
-                s1 = -1
-            if on_ip:
-                s2 = known((2, tenant, ip))
-                if s2 is None:
-                    s2 = slot(2, tenant, ip)
-            else:
-                s2 = -1
-            if on_tenant:
-                s3 = known((3, tenant, tenant))
-                if s3 is None:
-                    s3 = slot(3, tenant, tenant)
-            else:
-                s3 = -1
+            s0 = slot(0, tenant, sub) if sub is not None and on_sub else -1
+            s1 = slot(1, tenant, client) if client is not None and client != sub and on_client else -1
+            s2 = slot(2, tenant, ip) if on_ip else -1
+            s3 = slot(3, tenant, tenant) if on_tenant else -1
             # `_h` inlined (a call per column per event is a tenth of this loop): 0 for None, else the
             # string's hash (never 0)
             rows_out.append((
