@@ -54,11 +54,6 @@ def b64decode(segment: bytes) -> bytes:
         raise Refused("malformed") from None
 
 
-def split_compact(raw: bytes, parts: int) -> list[bytes]:
-    """The segments of a compact serialisation, each checked to be canonical base64url."""
-    return decode_compact(raw, parts)[0]
-
-
 def decode_compact(raw: bytes, parts: int) -> tuple[list[bytes], list[bytes]]:
     """(segments, each decoded) of a compact serialisation: every segment decoded once, here."""
     segments = raw.split(b".")
