@@ -65,7 +65,8 @@ def keyed_reader(events_topic: str) -> RecordReader:
 
 class StopFlag:
     """Set once by a signal or the owner; read by every step that retries through an outage (the worker
-    and its ingest stage share one)."""
+    and its ingest stage share one). Not a `threading.Event`: its `set` takes a non-reentrant lock, so a
+    second signal arriving inside the first handler's `set` would deadlock; a plain bool cannot."""
 
     def __init__(self) -> None:
         self._set = False
