@@ -124,23 +124,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _follow_kafka(settings: Settings, store: Any) -> tuple[Any, Any]:
     """`[api] follow_kafka`: this replica's follower of the alerts, risk and triage topics, and the
     producer its PATCHes publish with."""
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     from api.follow import ClusterFollower
     from gatewatch.topics import ensure_topics
+    from ingest.kafka_io import make_consumer
 
     k = settings.kafka
     try:
         ensure_topics(k)
-        consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", client_id="gatewatch-api-follower")
+        consumer = make_consumer(k, group_id=None, client_id="gatewatch-api-follower")  # no group: assign_at
         producer = KafkaProducer(bootstrap_servers=k.bootstrap_servers, acks="all", retries=5,
                                  client_id="gatewatch-api-triage")
         follower = ClusterFollower(store=store, alerts_topic=k.alerts_topic, risk_topic=k.risk_topic,
                                    triage_topic=k.triage_topic)
-        follower.attach(consumer)
-    except (KafkaError, RuntimeError) as exc:
+        follower.attach(consumer)  # a topic that never shows up: GatewatchError, its own one-line reason
+    except KafkaError as exc:
         raise GatewatchError(f"Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}") from None
     return follower, producer
 
