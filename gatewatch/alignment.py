@@ -42,8 +42,10 @@ _seq = count()  # ties in a heap never compare the items themselves
 class _Partition:
     """One partition's unreleased records: by event time (what to release) and by offset (what to commit)."""
     heap: list[tuple[float, int, int, Any]] = field(default_factory=list)  # (event time, offset, seq, item)
-    offsets: deque[int] = field(default_factory=deque)  # offsets added, in order, released ones popped lazily
-    released: set[int] = field(default_factory=set)  # released offsets still in `offsets`
+    # Offsets added, in order, released ones popped lazily; a frame of several items adds its offset
+    # once per item, so `released` counts: the offset is done when every item of it is.
+    offsets: deque[int] = field(default_factory=deque)
+    released: dict[int, int] = field(default_factory=dict)  # offset -> its items released, not yet popped
     frontier: float = NEG_INF  # the largest event time polled from this partition
     next_offset: int | None = None  # the offset after the last record polled
     caught_up: bool = False  # no more records to fetch right now
@@ -55,8 +57,13 @@ class _Partition:
 
     def first_unreleased(self) -> int | None:
         """The offset to commit: that of the first record not released yet, else the next to poll."""
-        while self.offsets and self.offsets[0] in self.released:
-            self.released.discard(self.offsets.popleft())
+        offsets, released = self.offsets, self.released
+        while offsets and offsets[0] in released:
+            off = offsets.popleft()
+            if released[off] == 1:
+                del released[off]
+            else:
+                released[off] -= 1
         return self.offsets[0] if self.offsets else self.next_offset
 
 
@@ -68,7 +75,8 @@ class EventTimeAligner:
 
     # -- what the worker tells it ---------------------------------------------------------------
     def add(self, tp: Hashable, offset: int, ts: float | None, item: Any) -> None:
-        """One polled record of `tp` (in offset order); `ts` None for a record without an event time."""
+        """One polled item of `tp` (in offset order; the items of one record share its offset); `ts` None
+        for an item without an event time."""
         p = self._parts.setdefault(tp, _Partition())
         if ts is not None:
             p.frontier = max(p.frontier, ts)
@@ -149,7 +157,7 @@ class EventTimeAligner:
             moved = False
             while p.heap and p.heap[0][0] <= point:
                 entry = heapq.heappop(p.heap)
-                p.released.add(entry[1])
+                p.released[entry[1]] = p.released.get(entry[1], 0) + 1
                 out.append(entry)
                 moved = True
             target = p.first_unreleased()

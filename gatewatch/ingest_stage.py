@@ -1,8 +1,9 @@
 """The ingest stage of `gatewatch run`: raw gateway records → normalised, re-keyed events.
 
 Stateless: decode, validate the token (decrypt once per token: the validator caches by fingerprint),
-then publish the normalised event to `gatewatch.events` keyed by principal and, once per side key its
-detectors need, to `gatewatch.events.by_key` (ingest/routing.py). Records keep the broker's default
+then publish the normalised events to `gatewatch.events` by principal and, for the side keys its
+detectors need, to `gatewatch.events.by_key`, packed into one frame per re-keyed partition and batch
+(ingest/routing.py). Records keep the broker's default
 timestamp (when they were written), not the event time: time-based retention would otherwise delete
 a replayed month of history on arrival. Undecodable records go to the dead-letter topic. Input
 offsets are committed only after every send is acknowledged (sends that fail in a broker outage are
@@ -13,7 +14,7 @@ The input partitions are aligned on event time (`EventTimeAligner`) before publi
 input partition read ahead of another would interleave hours of event time on every output partition.
 Other ingest workers own the other input partitions, so after each published batch — and every
 `heartbeat_seconds` when there is nothing new, for a detect worker that just gained a partition —
-the stage writes its **source watermarks** to every re-keyed partition (ingest/routing.py): for each
+the stage writes its **source watermarks** to every re-keyed partition, in the frames: for each
 input partition it owns, the event time up to which everything is published, or idle.
 """
 
@@ -29,8 +30,7 @@ from gatewatch.pipeline import Pipeline
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
 from ingest.kafka_io import RebalanceHooks, caught_up, commit_offsets, position_gained, start_offsets
-from ingest.routing import (PRINCIPAL, WATERMARK_HEADER, encode_event, encode_watermarks, principal_key,
-                            side_keys, source_name)
+from ingest.routing import EVENTS, PRINCIPAL, FramePacker, Marks, source_name
 
 
 def side_kinds_of(pipelines: dict[str | None, Pipeline]) -> frozenset[str]:
@@ -53,12 +53,11 @@ class IngestStage:
         self.side_kinds = side_kinds
         self.stopping = stopping  # the worker's stop flag: ends retries through a broker outage
         self.records = 0  # input records published (counted once, when released: see `step`)
-        self.published = 0
-        self.dead_letters = 0
+        self.frames = 0  # re-keyed records written
         self.heartbeat_seconds = heartbeat_seconds
         self.clock = clock  # wall clock for the heartbeat only
-        self._partitions: dict[str, list[int]] = {}
-        self._last_marks: tuple[dict[str, tuple[float, bool]], float] | None = None  # what was sent, when
+        self._packer: FramePacker | None = None  # once the re-keyed topics' partition counts are known
+        self._last_marks: tuple[Marks, float] | None = None  # what was sent, when
         self._unknown_since: dict[Any, float] = {}
         self.aligner = EventTimeAligner()
         self._gained: list[Any] = []  # partitions assigned in the last poll, to position before use
@@ -70,11 +69,17 @@ class IngestStage:
         self.aligner.assign(assigned)
         self._gained.extend(assigned)  # positioned after the poll returns (`step`)
 
-    def _partitions_of(self, topic: str) -> list[int]:
-        if topic not in self._partitions:
-            parts = self.producer.partitions_for(topic)
-            self._partitions[topic] = sorted(parts) if parts else [0]
-        return self._partitions[topic]
+    def _partitions_of(self, topic: str) -> int:
+        parts = self.producer.partitions_for(topic)
+        return len(parts) if parts else 1
+
+    @property
+    def packer(self) -> FramePacker:
+        if self._packer is None:
+            self._packer = FramePacker(events_partitions=self._partitions_of(self.events_topic),
+                                       keyed_partitions=self._partitions_of(self.keyed_topic) if self.side_kinds else 1,
+                                       side_kinds=self.side_kinds)
+        return self._packer
 
     def step(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> int:
         """Buffer one polled batch, publish what is aligned, commit it; returns how many records it held."""
@@ -92,56 +97,46 @@ class IngestStage:
         for tp, done in caught_up(self.consumer, self._unknown_since, self.clock()).items():
             self.aligner.set_caught_up(tp, done)
         items, commits = self.aligner.release(everything=everything)
-        if items:
-            self._publish(items)
-            # Counted when released, not when polled: a rebalance drops buffered records, read again later.
-            self.records += len(items)
-        marked = self._publish_watermarks(everything=everything)  # after the events, in each partition
-        if items or marked:
-            # Every send acknowledged before the commit (one round trip for events and watermarks);
-            # unacknowledged ones are sent again through an outage.
+        # Events and watermarks in the same frames: one round trip, every send acknowledged before the
+        # commit; unacknowledged ones are sent again through an outage.
+        if self._publish(items, self._marks_due(bool(items), everything=everything)):
             until_done(self.sender.flush, what="publishing re-keyed events", should_stop=self.stopping)
+        # Counted when released, not when polled: a rebalance drops buffered records, read again later.
+        self.records += len(items)
         if commits:
             commit_offsets(self.consumer, commits, should_stop=self.stopping)
         return sum(len(v) for v in polled.values())
 
-    def _publish(self, items: list[Any]) -> None:
+    def _publish(self, items: list[Any], marks: Marks | None) -> bool:
+        """Dead letters to their topic, events and marks in frames; True if anything was sent."""
         send = self.sender.send
+        events = []
         for item in items:
             if isinstance(item, DeadLetter):
                 send(self.dlq_topic, value=item.to_json(), key=item.code.encode())
                 self.decoder.count_dead([item])
-                continue
-            value = encode_event(item)
-            key = principal_key(item)
-            if key is None:  # a token event that names no one: every partition must see it
-                for p in self._partitions_of(self.events_topic):
-                    send(self.events_topic, value=value, partition=p)
             else:
-                send(self.events_topic, value=value, key=key.encode())
-            for kind, side in side_keys(item, self.side_kinds):
-                send(self.keyed_topic, value=value, key=f"{kind}\x1f{side}".encode(),
-                     headers=[("kind", kind.encode())])
-            self.published += 1
+                events.append(item)
+        if not events and marks is None:
+            return bool(items)
+        for stream, partition, frame in self.packer.pack(events, marks):
+            send(self.events_topic if stream == EVENTS else self.keyed_topic, value=frame, partition=partition)
+            self.frames += 1
+        return True
 
-    def source_watermarks(self, *, everything: bool = False) -> dict[str, tuple[float, bool]]:
+    def source_watermarks(self, *, everything: bool = False) -> Marks:
         """Per owned input partition: (event time published up to, idle). Everything at or before the
         aligner's release point has been published; a caught-up partition holding nothing is idle."""
         progress = self.aligner.progress(list(self.consumer.assignment()), everything=everything)
         return {source_name(tp.topic, tp.partition): mark for tp, mark in progress.items()}
 
-    def _publish_watermarks(self, *, everything: bool) -> bool:
-        """Send the source watermarks if they moved or the heartbeat is due; True if sent (not flushed)."""
+    def _marks_due(self, published: bool, *, everything: bool) -> Marks | None:
+        """The source watermarks to send with this batch: always with events, else if they moved or the
+        heartbeat is due."""
         marks = self.source_watermarks(everything=everything)
         now = self.clock()
-        if not marks or (self._last_marks is not None and self._last_marks[0] == marks
+        if not marks or (not published and self._last_marks is not None and self._last_marks[0] == marks
                          and now - self._last_marks[1] < self.heartbeat_seconds):
-            return False
-        value = encode_watermarks(marks)
-        headers = [(WATERMARK_HEADER, b"")]
-        topics = [self.events_topic] + ([self.keyed_topic] if self.side_kinds else [])
-        for topic in topics:
-            for p in self._partitions_of(topic):
-                self.sender.send(topic, value=value, partition=p, headers=headers)
+            return None
         self._last_marks = (marks, now)
-        return True
+        return marks

@@ -29,38 +29,35 @@ from ingest.errors import RecordError
 from ingest.events import Event, Source
 from ingest.kafka_io import (RebalanceHooks, caught_up, commit_offsets, known_position, lag, position_gained,
                              start_offsets)
-from ingest.routing import PRINCIPAL, WATERMARK_HEADER, SourceWatermarks, decode_event, decode_watermarks
+from ingest.routing import PRINCIPAL, Marks, decode_frame
 from scoring.alerts import rfc3339
 
-# How a polled message becomes (which pipeline, what item): raw input records, or re-keyed events (and
-# the source watermarks that travel with them).
-RecordReader = Callable[[Any], tuple[str | None, "Event | DeadLetter | SourceWatermarks"]]
+# How a polled message becomes items for the pipelines — (which pipeline, what item) — and, for the
+# re-keyed streams, the source watermarks that travel with them.
+ReadItems = list[tuple[str | None, "Event | DeadLetter"]]
+RecordReader = Callable[[Any], tuple[ReadItems, "Marks | None"]]
 
 
 def raw_reader(pipeline: Pipeline) -> RecordReader:
     """Records of the input topics, decoded and validated by the one pipeline (key None)."""
-    def read(m: Any) -> tuple[str | None, Event | DeadLetter]:
-        return None, pipeline.decode_one(m.value if m.value is not None else b"",
-                                         Source(m.topic, m.partition, m.offset))
+    def read(m: Any) -> tuple[ReadItems, None]:
+        return [(None, pipeline.decode_one(m.value if m.value is not None else b"",
+                                           Source(m.topic, m.partition, m.offset)))], None
     return read
 
 
 def keyed_reader(events_topic: str) -> RecordReader:
-    """Records of the re-keyed streams: the stream's key kind (the topic, or the side record's `kind`
-    header) and the normalised event, or the source watermarks of a `wm` record. A foreign record is
-    dead-lettered, never fatal."""
-    def read(m: Any) -> tuple[str | None, Event | DeadLetter | SourceWatermarks]:
-        headers = m.headers or ()
-        kind = PRINCIPAL if m.topic == events_topic else \
-            next((v.decode() for k, v in headers if k == "kind"), "?")
+    """Frames of the re-keyed streams: each event once per key kind it came for, then the frame's source
+    watermarks. A foreign record is dead-lettered, never fatal."""
+    def read(m: Any) -> tuple[ReadItems, Marks | None]:
         try:
-            if any(k == WATERMARK_HEADER for k, _ in headers):
-                return kind, decode_watermarks(m.value or b"")
-            return kind, decode_event(m.value or b"")
+            frame = decode_frame(m.value or b"")
         except (ValueError, TypeError) as exc:
-            err = RecordError(f"not a normalised event: {type(exc).__name__}", "bad_internal_record")
-            return kind, DeadLetter.from_error(err, m.value or b"", Source(m.topic, m.partition, m.offset),
-                                               stage="detect")
+            err = RecordError(f"not a frame of normalised events: {type(exc).__name__}", "bad_internal_record")
+            kind = PRINCIPAL if m.topic == events_topic else None
+            return [(kind, DeadLetter.from_error(err, m.value or b"", Source(m.topic, m.partition, m.offset),
+                                                 stage="detect"))], None
+        return [(kind, event) for kinds, event in frame.entries for kind in kinds], frame.marks
     return read
 
 class StopFlag:
@@ -121,7 +118,7 @@ class Worker:
         self.warmed_partitions = 0
         self.to_warm_up: list[Any] = []  # partitions gained in the last poll, to warm up before processing
         self.parked: dict[Any, Any] = {}  # buffers of partitions revoked by the last rebalance
-        self.last_polled = 0  # records the last poll returned (source watermarks not counted)
+        self.last_polled = 0  # items the last poll returned (a frame holds several; watermarks not counted)
         self.last_released = 0  # records the last step released to the pipelines
         self.lag_at_exit: int | None = None
         # Called before each poll with "did the last poll return records?" (the ingest stage of a keyed
@@ -197,13 +194,14 @@ class Worker:
         for tp, messages in polled.items():
             warm_until = self._warm_until.get(tp, -1)
             for m in messages:
-                kind, item = self.reader(m)
-                if isinstance(item, SourceWatermarks):
-                    self.aligner.advance(tp, m.offset, item.marks)
-                    continue
-                self.last_polled += 1
-                ts = item.ts if isinstance(item, Event) else None
-                self.aligner.add(tp, m.offset, ts, (kind, m.offset < warm_until, item))
+                read, marks = self.reader(m)
+                warming = m.offset < warm_until
+                for kind, item in read:
+                    self.last_polled += 1
+                    ts = item.ts if isinstance(item, Event) else None
+                    self.aligner.add(tp, m.offset, ts, (kind, warming, item))
+                if marks is not None:  # after the frame's events: they are what the marks cover
+                    self.aligner.advance(tp, m.offset, marks)
         # Asking every partition's position also completes kafka-python's pending offset validation,
         # without which a partition with lag can stop being fetched (kafka-python issues #3106, #3131: a
         # keyed worker's detect consumer, which had stopped asking in watermark mode, once fetched

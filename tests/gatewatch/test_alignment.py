@@ -184,3 +184,18 @@ def test_ingest_workers_and_source_watermarks_hand_detectors_global_event_time_o
             detect_step(k)
     expected = sorted((s, off, t) for s, f in feeds.items() for off, t in enumerate(f))
     assert sorted(released) == expected and detect.buffered() == 0
+
+
+def test_a_frame_of_several_items_is_committed_only_once_all_of_them_are_released() -> None:
+    """A re-keyed record is a frame of many events sharing one offset: the commit may not pass it while
+    one of its events is still held back."""
+    a = EventTimeAligner()
+    for ts in (10, 30):  # one frame at offset 0, its events at 10 and 30
+        a.add("p0", 0, ts, f"p0-{ts}")
+    a.add("p0", 1, 40, "p0-40")
+    a.add("p1", 0, 20, "p1-20")
+    items, commits = a.release()
+    assert items == ["p0-10", "p1-20"] and commits == {"p0": 0, "p1": 1}  # frame 0 half released: not passed
+    a.add("p1", 1, 35, "p1-35")
+    items, commits = a.release()
+    assert items == ["p0-30", "p1-35"] and commits == {"p0": 1, "p1": 2}

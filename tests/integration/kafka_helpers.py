@@ -174,3 +174,41 @@ def remove_members(probe: GroupProbe, group: str, member_ids: Collection[str]) -
         return {}
     out = probe.admin.remove_group_members(group, [MemberToRemove(member_id=m) for m in member_ids])
     return {str(k): getattr(v, "__name__", str(v)) for k, v in out.items()}
+
+
+class FramedEvents:
+    """Turns committed offsets on a re-keyed topic into events: a record there is a frame of many events
+    (ingest/routing.py), so a detect group's progress in events is the entries of the frames before its
+    committed offsets. Reads the topic from the start as far as it is asked to."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        self.before: dict[TopicPartition, list[int]] = {}  # tp -> events in the frames before offset i
+
+    def _assign(self) -> None:
+        parts = self.consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        if tps and set(tps) != set(self.before):
+            self.consumer.assign(tps)
+            self.consumer.seek_to_beginning(*tps)
+            self.before = {tp: [0] for tp in tps}
+
+    def events_before(self, offsets: dict[TopicPartition, int], timeout: float = 10.0) -> int:
+        from ingest.routing import decode_frame
+
+        self._assign()
+        deadline = time.monotonic() + timeout
+        while any(len(self.before.get(tp, [0])) <= off for tp, off in offsets.items()) \
+                and time.monotonic() < deadline:
+            for tp, msgs in self.consumer.poll(timeout_ms=200).items():
+                counts = self.before[tp]
+                for m in msgs:
+                    while len(counts) <= m.offset:  # offsets with no record (none here) hold nothing
+                        counts.append(counts[-1])
+                    counts.append(counts[-1] + len(decode_frame(m.value).entries))
+        return sum(self.before[tp][min(off, len(self.before[tp]) - 1)] for tp, off in offsets.items()
+                   if tp in self.before)
+
+    def close(self) -> None:
+        self.consumer.close()

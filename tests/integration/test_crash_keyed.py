@@ -39,7 +39,7 @@ from gatewatch.settings import load_settings
 from gatewatch.simulate import ACCESS_TOPIC, ALL_ATTACKS, SimulationSpec, generate
 from gatewatch.topics import ensure_topics
 from tests.conftest import write_config
-from tests.integration.kafka_helpers import GroupProbe, group_members, produce_tracked, read_all, remove_members
+from tests.integration.kafka_helpers import FramedEvents, GroupProbe, group_members, produce_tracked, read_all, remove_members
 from tests.integration.test_crash import (CommitWatch, admin_allow_lists, assert_rule_attacks_caught, identity,
                                           stored, summary_of)
 
@@ -48,7 +48,7 @@ N_EVENTS = 30_000
 RULE_ATTACKS = tuple(a for a in ALL_ATTACKS if not a.startswith("anomaly."))
 RULE_TYPES = sorted(d.name for d in DETECTORS)
 # When to kill: once the ingest group has committed this share of the input records, or the detect group
-# this share of the events (their principal copies on `gatewatch.events`).
+# this share of the events (the entries of the frames on `gatewatch.events` before its committed offsets).
 KILLS = (("ingest", 0.3), ("detect", 0.3), ("detect", 0.7))
 IDLE_EXIT = 6
 INCARNATION_TIMEOUT = 120.0
@@ -107,7 +107,9 @@ def test_kill_9_a_keyed_worker_several_times_gives_the_clean_runs_alerts(tmp_pat
     ingest_group = f"{group}.ingest"
     probe = GroupProbe(k.bootstrap_servers, ingest_group, input_topics)
     detect_probe = GroupProbe(k.bootstrap_servers, group, {k.events_topic})
-    watches = {"ingest": CommitWatch(probe, ingest_group), "detect": CommitWatch(detect_probe, group)}
+    framed = FramedEvents(k.bootstrap_servers, k.events_topic)
+    watches = {"ingest": CommitWatch(probe, ingest_group),
+               "detect": CommitWatch(detect_probe, group, framed.events_before)}
     crash_log = tmp_path / "crash.log"
     kills: list[dict[str, Any]] = []
     try:
@@ -141,6 +143,7 @@ def test_kill_9_a_keyed_worker_several_times_gives_the_clean_runs_alerts(tmp_pat
     finally:
         probe.close()
         detect_probe.close()
+        framed.close()
     print(f"\nkeyed crash test: kills {kills}\nlast incarnation {crash_summary}\nclean {clean_summary}")
     assert len(kills) == len(KILLS)
     for name, w in watches.items():
