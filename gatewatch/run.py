@@ -5,9 +5,10 @@ Two ways to run it:
 * **one process** (the default): one consumer on the gateway topics, one `Pipeline` that routes every
   event to every detector in memory (DESIGN.md: "the default run").
 * **keyed workers** (`--keyed`, `[kafka] repartition = true`, or `--workers N`, which starts N of them):
-  a worker process holds two consumers. The ingest consumer (group `<group_id>.ingest`) reads the
-gateway topics and re-keys normalised events onto `gatewatch.events` / `gatewatch.events.by_key`;
-the detect consumer (group `<group_id>`) reads those with one `Pipeline` per key kind, so each
+  a worker process runs two loops, each with its own consumer and producer. The ingest loop (a thread,
+group `<group_id>.ingest`) reads the gateway topics and re-keys normalised events, in frames, onto
+`gatewatch.events` / `gatewatch.events.by_key`; the detect loop (the main thread, group
+`<group_id>`) reads those with one `Pipeline` per key kind, so each
 detector's state for a key lives on exactly one worker. N processes of this — started by
 `--workers N`, or separately on several machines with the same config — share both groups: Kafka
 spreads the partitions, and the results are the alerts one process would raise.
@@ -27,8 +28,7 @@ from typing import Any
 
 from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
 from api.store import AlertStore
-from ingest.delivery import until_done
-from gatewatch.ingest_stage import IngestStage, side_kinds_of
+from gatewatch.ingest_stage import IngestStage, IngestThread, side_kinds_of
 from gatewatch.pipeline import Pipeline
 from gatewatch.settings import Settings
 from gatewatch.sinks import KafkaResultSink, StoreSink
@@ -126,24 +126,17 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
         ingest_consumer = make_consumer(k, group_id=f"{k.group_id}.ingest", client_id="gatewatch-ingest")
         consumer = make_consumer(k)
         producer = make_producer(k)
+        ingest_producer = make_producer(k)
         wait_for_topics(ingest_consumer, [k.access_topic, k.tokens_topic])
         wait_for_topics(consumer, [k.events_topic, k.keyed_topic])
     except KafkaError as exc:
         raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
     stop = StopFlag()
-    ingest = IngestStage(consumer=ingest_consumer, producer=producer, topics=[k.access_topic, k.tokens_topic],
-                         decoder=principal, events_topic=k.events_topic, keyed_topic=k.keyed_topic,
-                         dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines), stopping=stop.is_set)
-
-    def feed(detect_busy: bool) -> int:
-        """The ingest step, run before each detect poll; stops feeding after `max_events` records."""
-        if max_events is not None and ingest.records >= max_events:
-            return 0
-        # Don't wait on the ingest side while the detect side has work (the two take turns on one thread).
-        wait = 0 if detect_busy else max(10, k.poll_timeout_ms // 4)
-        return ingest.step(until_done(lambda: ingest_consumer.poll(timeout_ms=wait), what="polling the gateway topics",
-                                      should_stop=stop.is_set))
-
+    ingest = IngestStage(consumer=ingest_consumer, producer=ingest_producer,
+                         topics=[k.access_topic, k.tokens_topic], decoder=principal, events_topic=k.events_topic,
+                         keyed_topic=k.keyed_topic, dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines),
+                         stopping=stop.is_set)
+    feeder = IngestThread(ingest, poll_timeout_ms=k.poll_timeout_ms, stop=stop, max_records=max_events)
     # Every input partition's watermark gates the re-keyed streams (whichever worker ingests it).
     sources = frozenset(source_name(t, p) for t in (k.access_topic, k.tokens_topic)
                         for p in ingest_consumer.partitions_for_topic(t) or ())
@@ -152,16 +145,22 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
                     sinks=_sinks(k, producer, store), poll_timeout_ms=k.poll_timeout_ms,
                     options=WorkerOptions(idle_exit_seconds=idle_exit, progress=progress),
                     report=_reporter(store, worker_id, records=lambda: ingest.records),
-                    worker_id=worker_id, warmup_seconds=k.warmup_seconds, before_poll=feed,
-                    joining=lambda: not ingest_consumer.assignment(), stop=stop)
+                    worker_id=worker_id, warmup_seconds=k.warmup_seconds, activity=feeder.take_handled,
+                    joining=lambda: not feeder.assigned, stop=stop)
     worker.install_signal_handlers()
     started = time.monotonic()
+    feeder.start()
     try:
         worker.run()
     finally:
+        stop.set()  # the detect loop is done (idle, max events, a signal or an error): so is the ingest loop
+        feeder.join()
         worker.close()
         ingest_consumer.close()
+        ingest_producer.close()
         producer.close()
+    if feeder.error is not None:
+        raise feeder.error
     return _summary(worker, "keyed", ingest.records, store, model, started)
 
 

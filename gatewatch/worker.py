@@ -93,7 +93,7 @@ class Worker:
                  clock: Callable[[], float] = time.monotonic, reader: RecordReader | None = None,
                  report: Callable[[dict[str, Any]], None] | None = None, worker_id: str = "worker",
                  warmup_seconds: float = 0.0, watermark_sources: frozenset[str] | None = None,
-                 before_poll: Callable[[bool], int] | None = None, joining: Callable[[], bool] | None = None,
+                 activity: Callable[[], int] | None = None, joining: Callable[[], bool] | None = None,
                  stop: StopFlag | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.consumer = consumer
         # One pipeline for the raw input topics (key None), or one per re-keyed stream kind.
@@ -121,9 +121,9 @@ class Worker:
         self.last_polled = 0  # items the last poll returned (a frame holds several; watermarks not counted)
         self.last_released = 0  # records the last step released to the pipelines
         self.lag_at_exit: int | None = None
-        # Called before each poll with "did the last poll return records?" (the ingest stage of a keyed
-        # worker, which then need not wait); the records it handled count as activity.
-        self.before_poll = before_poll
+        # Records handled elsewhere in this process since the last call (a keyed worker's ingest thread):
+        # activity, so the worker does not exit idle while its input is still being re-keyed.
+        self.activity = activity
         self.joining = joining  # another consumer of this process still joining its group
         self._paused: set[Any] = set()
         self._unknown_since: dict[Any, float] = {}
@@ -156,10 +156,10 @@ class Worker:
         last_progress = 0.0
         opts = self.options
         while not self.stopping():
-            fed = self.before_poll(self.last_polled > 0) if self.before_poll is not None else 0
-            polled = self._ask(lambda: self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
+            polled = self._ask(lambda: self.consumer.poll(timeout_ms=self.poll_timeout_ms), "polling")
             self.process(polled)
-            if not self.last_polled and not self.last_released and not fed:
+            elsewhere = self.activity() if self.activity is not None else 0
+            if not self.last_polled and not self.last_released and not elsewhere:
                 if not self.consumer.assignment() or (self.joining is not None and self.joining()):
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:

@@ -69,6 +69,10 @@ def library_versions() -> dict[str, str]:
 
 
 _SKLEARN_FROM_ROWS = 1_000
+# Unpickled forests by the model file's SHA-256: a keyed worker builds a pipeline per re-keyed stream
+# from one model file (four loads took 4 s at start-up). Read-only once fitted, so shared safely; keyed
+# by content, so a retrained file is loaded afresh.
+_UNPICKLED: dict[str, Any] = {}
 
 
 class AnomalyModel:
@@ -246,7 +250,9 @@ class AnomalyModel:
         import joblib
         from sklearn.ensemble import IsolationForest
 
-        forests = joblib.load(path)
+        forests = _UNPICKLED.get(actual)
+        if forests is None:
+            forests = _UNPICKLED[actual] = joblib.load(path)
         if not isinstance(forests, dict) or set(forests) != set(manifest["kinds"]) or not all(
                 isinstance(f, IsolationForest) and f.n_features_in_ == len(FEATURES) for f in forests.values()):
             raise ModelError(f"model file {path} does not hold the forests its manifest describes")

@@ -219,13 +219,19 @@ def test_stop_ends_the_loop_and_max_events_stops_it_too(settings, validator, min
     assert stopped.records == 0 and stopped.stopping()
 
 
-def test_before_poll_is_told_whether_the_last_poll_had_records(settings, validator, minter) -> None:
-    log: list[tuple] = []
-    consumer, sink = FakeConsumer(log), ListSink(log)
-    for value in nonce_records(minter)[:4]:
-        consumer.add(0, value)
-    seen: list[bool] = []
-    worker = make_worker(settings, validator, consumer, sink, before_poll=lambda busy: seen.append(busy) or 0)
+def test_activity_elsewhere_keeps_the_worker_from_exiting_idle(settings, validator) -> None:
+    """A keyed worker's detect loop sees nothing while its ingest thread is still re-keying: the records
+    that thread handled count as activity, so the idle exit (2 s here) waits for both."""
+    busy_rounds = 20  # each round reads the clock at least once: 10 s of wall time at least
+    calls: list[int] = []
+
+    def activity() -> int:
+        calls.append(1)
+        return 5 if len(calls) <= busy_rounds else 0
+
+    worker = make_worker(settings, validator, FakeConsumer([]), ListSink([]), activity=activity)
     worker.run()
-    assert seen[:3] == [False, True, True]  # first poll: nothing yet; then 3 records, then 1
-    assert seen[3] is False and worker.records == 4
+    assert busy_rounds < len(calls) <= busy_rounds + 6  # then idle for 2 s of its clock, and out
+    alone = make_worker(settings, validator, FakeConsumer([]), ListSink([]), activity=lambda: 0)
+    alone.run()
+    assert alone.clock.now < 10  # without activity it left long before
