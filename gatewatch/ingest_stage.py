@@ -30,7 +30,8 @@ from ingest.delivery import AckedSender, until_done
 from gatewatch.pipeline import Pipeline
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
-from ingest.kafka_io import RebalanceHooks, caught_up, commit_offsets, position_gained, start_offsets
+from ingest.kafka_io import (BackPressure, RebalanceHooks, caught_up, commit_offsets, position_gained,
+                             start_offsets)
 from ingest.routing import EVENTS, PRINCIPAL, FramePacker, Marks, source_name
 
 
@@ -43,7 +44,7 @@ class IngestStage:
     def __init__(self, *, consumer: Any, producer: Any, topics: Sequence[str], decoder: Pipeline,
                  events_topic: str, keyed_topic: str, dlq_topic: str, side_kinds: frozenset[str],
                  stopping: Callable[[], bool] = lambda: False, heartbeat_seconds: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_buffered_per_partition: int = 10_000) -> None:
         self.consumer = consumer
         self.producer = producer
         self.sender = AckedSender(producer)
@@ -60,7 +61,9 @@ class IngestStage:
         self._packer: FramePacker | None = None  # once the re-keyed topics' partition counts are known
         self._last_marks: tuple[Marks, float] | None = None  # what was sent, when
         self._unknown_since: dict[Any, float] = {}
-        self.aligner = EventTimeAligner()
+        self.aligner = EventTimeAligner(max_buffered_per_partition=max_buffered_per_partition)
+        self.back_pressure = BackPressure(consumer)  # a partition far ahead in event time waits, paused
+        self.peak_buffered = 0
         self._gained: list[Any] = []  # partitions assigned in the last poll, to position before use
         # Unpublished records of a partition taken away were not committed: its next owner reads them.
         consumer.subscribe(topics=list(topics), listener=RebalanceHooks(revoked=self.aligner.revoke,
@@ -106,6 +109,8 @@ class IngestStage:
         self.records += len(items)
         if commits:
             commit_offsets(self.consumer, commits, should_stop=self.stopping)
+        self.peak_buffered = max(self.peak_buffered, self.aligner.buffered())
+        self.back_pressure.apply(self.aligner.full(), self.aligner.roomy())
         return sum(len(v) for v in polled.values())
 
     def _publish(self, items: list[Any], marks: Marks | None) -> bool:
@@ -172,6 +177,7 @@ class IngestThread(threading.Thread):
                 if self.max_records is not None and self.stage.records >= self.max_records:
                     time.sleep(self.poll_timeout_ms / 1000)  # fed enough: wait for the detect loop to end
                     continue
+                self.stage.back_pressure.before_poll()
                 polled = until_done(lambda: consumer.poll(timeout_ms=self.poll_timeout_ms),
                                     what="polling the gateway topics", should_stop=self.stop.is_set)
                 self._handled += self.stage.step(polled)

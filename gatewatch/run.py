@@ -95,7 +95,8 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
         raise GatewatchError(f"Kafka at {k.bootstrap_servers} unreachable: {type(exc).__name__}") from None
     worker = Worker(consumer=consumer, topics=[k.access_topic, k.tokens_topic], pipeline=pipeline,
                     sinks=_sinks(k, producer, store), poll_timeout_ms=k.poll_timeout_ms,
-                    options=WorkerOptions(idle_exit_seconds=idle_exit, max_events=max_events, progress=progress),
+                    options=WorkerOptions(idle_exit_seconds=idle_exit, max_events=max_events, progress=progress,
+                                          max_buffered_per_partition=k.max_buffered_per_partition),
                     report=_reporter(store, worker_id), worker_id=worker_id, warmup_seconds=k.warmup_seconds)
     worker.install_signal_handlers()
     started = time.monotonic()
@@ -135,7 +136,7 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
     ingest = IngestStage(consumer=ingest_consumer, producer=ingest_producer,
                          topics=[k.access_topic, k.tokens_topic], decoder=principal, events_topic=k.events_topic,
                          keyed_topic=k.keyed_topic, dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines),
-                         stopping=stop.is_set)
+                         stopping=stop.is_set, max_buffered_per_partition=k.max_buffered_per_partition)
     feeder = IngestThread(ingest, poll_timeout_ms=k.poll_timeout_ms, stop=stop, max_records=max_events)
     # Every input partition's watermark gates the re-keyed streams (whichever worker ingests it).
     sources = frozenset(source_name(t, p) for t in (k.access_topic, k.tokens_topic)
@@ -161,7 +162,8 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
         producer.close()
     if feeder.error is not None:
         raise feeder.error
-    return _summary(worker, "keyed", ingest.records, store, model, started)
+    return {**_summary(worker, "keyed", ingest.records, store, model, started),
+            "ingest_peak_buffered": ingest.peak_buffered, "ingest_pauses": ingest.back_pressure.pauses}
 
 
 def _summary(worker: Any, mode: str, records: int, store: AlertStore, model: str, started: float) -> dict[str, Any]:
@@ -171,6 +173,7 @@ def _summary(worker: Any, mode: str, records: int, store: AlertStore, model: str
             "dead_letters": sum(stats["dead_letters"].values()), "dead_letter_codes": stats["dead_letters"],
             "signals": stats["signals"], "warmup_events": stats["warmup_events"],
             "alerts_stored": store.count(), "anomaly_model": model, "lag_at_exit": worker.lag_at_exit,
+            "peak_buffered": worker.peak_buffered, "pauses": worker.back_pressure.pauses,
             "seconds": round(time.monotonic() - started, 2)}
 
 

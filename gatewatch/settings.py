@@ -45,6 +45,10 @@ class KafkaSettings(_Section):
     # rebuild the partition's detector state (replay memory, rates, behaviour windows) without re-alerting.
     warmup_seconds: int = Field(3600, ge=0, le=30 * 86_400)
     max_poll_records: int = Field(500, ge=1, le=100_000)
+    # Event-time alignment holds records of a partition that is ahead of the others; at this many it is
+    # paused until half are released (bounded memory when partitions are skewed). Not for the detect loop
+    # of keyed workers (gatewatch/worker.py says why).
+    max_buffered_per_partition: int = Field(10_000, ge=1, le=10_000_000)
     poll_timeout_ms: int = Field(500, ge=10, le=60_000)
 
 

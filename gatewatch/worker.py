@@ -6,8 +6,8 @@ offsets of the first unreleased record of each partition. Manual commits only, s
 flush and commit re-processes records, which rewrites the same alert ids (idempotent) instead of
 losing anything. A broker outage during flush or commit is ridden out: the step is retried until
 it succeeds (ingest.delivery), never skipped. Sinks are flushed synchronously per batch, so a
-slow store slows the worker down; it never drops records. (Pausing partitions whose alignment buffer
-is full exists but is off by default: see `WorkerOptions.max_buffered_per_partition`.)
+slow store slows the worker down; it never drops records. A partition whose alignment buffer is full
+is paused until it drains (`WorkerOptions.max_buffered_per_partition`): bounded memory under skew.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ingest.deadletter import DeadLetter
 from ingest.delivery import until_done
 from ingest.errors import RecordError
 from ingest.events import Event, Source
-from ingest.kafka_io import (RebalanceHooks, caught_up, commit_offsets, known_position, lag, position_gained,
-                             start_offsets)
+from ingest.kafka_io import (BackPressure, RebalanceHooks, caught_up, commit_offsets, known_position, lag,
+                             position_gained, start_offsets)
 from ingest.routing import PRINCIPAL, Marks, decode_frame
 from scoring.alerts import rfc3339
 
@@ -80,9 +80,10 @@ class WorkerOptions:
     idle_exit_seconds: float | None = None  # stop after this long without records (demo, tests)
     max_events: int | None = None  # stop after this many input records
     progress: bool = False
-    # Alignment buffer cap: a partition holding this many unreleased records is paused. None = never
-    # pause: with kafka-python 3.0.12 a paused-then-resumed partition sometimes was not fetched again
-    # (seen on the demo: a partition stuck with lag while idle), so the default trusts the backlog.
+    # Alignment buffer cap ([kafka] max_buffered_per_partition): a partition holding this many unreleased
+    # records is paused until half of them are released (ingest.kafka_io.BackPressure). None: never
+    # paused — the detect loop of a keyed worker, whose buffered frames may wait for source watermarks
+    # that arrive only in the same partition's later frames (pausing it could stop it for good).
     max_buffered_per_partition: int | None = None
     report_every_seconds: float = 2.0  # how often `report` gets the worker's figures
 
@@ -125,7 +126,8 @@ class Worker:
         # activity, so the worker does not exit idle while its input is still being re-keyed.
         self.activity = activity
         self.joining = joining  # another consumer of this process still joining its group
-        self._paused: set[Any] = set()
+        self.back_pressure = BackPressure(consumer)
+        self.peak_buffered = 0  # the most records the alignment buffer held after a step
         self._unknown_since: dict[Any, float] = {}
         self._last_report = float("-inf")
         self.stop_flag = stop if stop is not None else StopFlag()
@@ -156,6 +158,7 @@ class Worker:
         last_progress = 0.0
         opts = self.options
         while not self.stopping():
+            self.back_pressure.before_poll()
             polled = self._ask(lambda: self.consumer.poll(timeout_ms=self.poll_timeout_ms), "polling")
             self.process(polled)
             elsewhere = self.activity() if self.activity is not None else 0
@@ -317,16 +320,9 @@ class Worker:
             self.aligner.set_caught_up(tp, done)
 
     def _flow_control(self) -> None:
-        assigned = self.consumer.assignment()
-        full = {tp for tp in self.aligner.full() if tp in assigned} - self._paused
-        if full:
-            self.consumer.pause(*full)
-            self._paused |= full
-        roomy = {tp for tp in self.aligner.roomy() if tp in self._paused}
-        gone = self._paused - set(assigned)
-        if roomy:
-            self.consumer.resume(*(roomy & set(assigned)))
-        self._paused -= roomy | gone
+        self.peak_buffered = max(self.peak_buffered, self.aligner.buffered())
+        if self.options.max_buffered_per_partition is not None:
+            self.back_pressure.apply(self.aligner.full(), self.aligner.roomy())
 
     def lag(self) -> dict[str, int]:
         return {f"{tp.topic}/{tp.partition}": n for tp, n in lag(self.consumer).items() if n is not None}

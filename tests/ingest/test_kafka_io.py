@@ -9,7 +9,7 @@ from kafka.errors import KafkaConnectionError
 from kafka.structs import TopicPartition
 
 from ingest.errors import GatewatchError
-from ingest.kafka_io import assign_at, caught_up, lag, wait_for_topics
+from ingest.kafka_io import BackPressure, assign_at, caught_up, lag, wait_for_topics
 
 
 class Consumer:
@@ -71,3 +71,65 @@ def test_lag_and_caught_up_say_unknown_while_the_end_or_position_is_not_known() 
     assert caught_up(c, since, now=107.0)[a] is True
     c.broker_away = True  # position() needs the broker: not known, so neither lag nor caught up
     assert lag(c)[a] is None and caught_up(c, since, now=108.0)[a] is False
+
+
+class PausingConsumer(Consumer):
+    def __init__(self, tps: list[TopicPartition]) -> None:
+        super().__init__({})
+        self.assigned = list(tps)
+        self.paused: set[TopicPartition] = set()
+        self._fetcher = type("Fetcher", (), {})()
+        self._fetcher._paused_partition_records = {}
+        self._fetcher._next_partition_records = None
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+
+
+class Batch:
+    """Stands for kafka-python's PartitionRecords: false once every record was returned."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def __bool__(self) -> bool:
+        return self.left > 0
+
+
+def test_back_pressure_pauses_full_partitions_and_resumes_drained_ones() -> None:
+    p0, p1, p2 = (TopicPartition("a", i) for i in range(3))
+    consumer = PausingConsumer([p0, p1])
+    bp = BackPressure(consumer)
+    bp.apply(full=[p0, p2], roomy=[p1])  # p2 is not ours: never paused
+    assert consumer.paused == {p0} and bp.paused == {p0} and bp.pauses == 1
+    bp.apply(full=[p0], roomy=[p1])  # still full: not paused twice
+    assert bp.pauses == 1
+    bp.apply(full=[], roomy=[p0, p1])
+    assert consumer.paused == set() and bp.paused == set()
+    bp.apply(full=[p1], roomy=[])
+    consumer.assigned = [p0]  # a rebalance took p1 (and its pause) away
+    bp.apply(full=[], roomy=[])
+    assert bp.paused == set()
+
+
+def test_before_poll_unparks_a_resumed_partition_behind_an_emptied_batch() -> None:
+    """kafka-python 3.0.12 restores parked records only when its in-line batch slot is None."""
+    p0, p1 = TopicPartition("a", 0), TopicPartition("a", 1)
+    consumer = PausingConsumer([p0, p1])
+    fetcher = consumer._fetcher
+    bp = BackPressure(consumer)
+    bp.apply(full=[p0], roomy=[])
+    fetcher._paused_partition_records = {p0: Batch(3)}
+    fetcher._next_partition_records = Batch(0)  # p1's batch, all returned
+    bp.before_poll()
+    assert fetcher._next_partition_records is not None  # p0 still paused: left parked
+    bp.apply(full=[], roomy=[p0])
+    fetcher._next_partition_records = live = Batch(2)  # records still to return: never dropped
+    bp.before_poll()
+    assert fetcher._next_partition_records is live
+    live.left = 0
+    bp.before_poll()
+    assert fetcher._next_partition_records is None  # now the fetcher restores p0's parked records
