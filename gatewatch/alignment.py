@@ -7,7 +7,8 @@ the uses they should catch). So the worker buffers records per partition and rel
 or before the **release point**: the smallest event time reached by any partition that may still
 deliver older records (one that has not caught up with its high watermark). A partition that is
 caught up does not hold the others back; a partition whose buffer is full is paused, so the lagging
-ones get fetched (bounded memory, back-pressure instead of dropping).
+ones get fetched (bounded memory, back-pressure instead of dropping) — never the partition that holds the
+release point, whose next records are the ones that move it.
 
 Offsets: a partition's records are released by event time (a late one need not wait behind a newer
 one), and the offset to commit for a partition is that of its first unreleased record — a crash
@@ -184,8 +185,23 @@ class EventTimeAligner:
         return out
 
     def full(self) -> list[Hashable]:
-        """Partitions to pause: their buffers are at the cap."""
-        return [tp for tp, p in self._parts.items() if len(p) >= self.max_buffered_per_partition]
+        """Partitions to pause: their buffers are at the cap, and they do not hold the release point back.
+
+        One that does must be read on: only its own next records can move the release point (in
+        watermark mode, the source watermarks it waits for come in its own later frames), so pausing it
+        would stop the worker for good. Reading it on is also what drains the buffers."""
+        cap = self.max_buffered_per_partition
+        crowded = [(tp, p) for tp, p in self._parts.items() if len(p) >= cap]
+        if not crowded:
+            return []
+        point = self.release_point()
+        return [tp for tp, p in crowded if self._point_of(p) > point]
+
+    def _point_of(self, p: _Partition) -> float:
+        """How far this partition alone lets the release point go."""
+        if self.sources is not None:
+            return self._held_back_to(p)
+        return float("inf") if p.caught_up else p.frontier
 
     def roomy(self) -> list[Hashable]:
         """Partitions that may be fetched again (buffer at most half full)."""

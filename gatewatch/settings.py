@@ -46,8 +46,8 @@ class KafkaSettings(_Section):
     warmup_seconds: int = Field(3600, ge=0, le=30 * 86_400)
     max_poll_records: int = Field(500, ge=1, le=100_000)
     # Event-time alignment holds records of a partition that is ahead of the others; at this many it is
-    # paused until half are released (bounded memory when partitions are skewed). Not for the detect loop
-    # of keyed workers (gatewatch/worker.py says why).
+    # paused until half are released (bounded memory when partitions are skewed). For the detect loop of
+    # keyed workers, event entries of the re-keyed frames.
     max_buffered_per_partition: int = Field(10_000, ge=1, le=10_000_000)
     poll_timeout_ms: int = Field(500, ge=10, le=60_000)
 

@@ -81,9 +81,8 @@ class WorkerOptions:
     max_events: int | None = None  # stop after this many input records
     progress: bool = False
     # Alignment buffer cap ([kafka] max_buffered_per_partition): a partition holding this many unreleased
-    # records is paused until half of them are released (ingest.kafka_io.BackPressure). None: never
-    # paused — the detect loop of a keyed worker, whose buffered frames may wait for source watermarks
-    # that arrive only in the same partition's later frames (pausing it could stop it for good).
+    # items is paused until half of them are released (ingest.kafka_io.BackPressure) — unless it holds
+    # the release point back (EventTimeAligner.full). None: never paused.
     max_buffered_per_partition: int | None = None
     report_every_seconds: float = 2.0  # how often `report` gets the worker's figures
 

@@ -199,3 +199,28 @@ def test_a_frame_of_several_items_is_committed_only_once_all_of_them_are_release
     a.add("p1", 1, 35, "p1-35")
     items, commits = a.release()
     assert items == ["p0-30", "p1-35"] and commits == {"p0": 1, "p1": 2}
+
+
+def test_the_partition_holding_the_release_point_is_never_full() -> None:
+    """In watermark mode a buffered frame may wait for a source watermark that comes only in the same
+    partition's later frames: pausing that partition would stop the worker for good."""
+    a = EventTimeAligner(max_buffered_per_partition=2, sources=frozenset({"in/0", "in/1"}))
+    for off, ts in enumerate((10, 11, 12)):
+        a.add("x", off, ts, f"x{ts}")
+        a.add("y", off, ts, f"y{ts}")
+    a.advance("x", 3, {"in/0": (20.0, False), "in/1": (5.0, False)})  # x still waits for in/1 past 5
+    a.advance("y", 3, {"in/0": (20.0, False), "in/1": (20.0, False)})
+    assert a.release()[0] == [] and a.release_point() == 5.0
+    assert a.full() == ["y"]  # both over the cap; x holds the release point: it must be read on
+    a.advance("x", 4, {"in/1": (20.0, False)})
+    items, _ = a.release()
+    assert len(items) == 6 and a.full() == []
+
+
+def test_raw_mode_never_pauses_the_lagging_partition() -> None:
+    a = EventTimeAligner(max_buffered_per_partition=2)
+    for off, ts in enumerate((50, 60, 70)):
+        a.add("ahead", off, ts, ts)
+    a.add("behind", 0, 5, 5)
+    a.release()
+    assert a.full() == ["ahead"]  # "behind" holds the point, and holds nothing back itself

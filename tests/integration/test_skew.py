@@ -6,8 +6,8 @@ two hours of event time, so the sparse partitions race ahead (each fetch covers 
 and, uncapped, sit in the buffer. With `[kafka] max_buffered_per_partition` = 100 the worker pauses
 them and resumes them as the buffer drains (ingest.kafka_io.BackPressure).
 
-Asserted, through the real broker, for the one-process run and a keyed worker's ingest stage: the capped
-run pauses partitions, never holds more than the cap plus
+Asserted, through the real broker, for the one-process run and a keyed worker (both of its loops): the
+capped run pauses partitions, never holds more than the cap plus
 one poll per partition, processes every record (none left unread: a resumed partition is fetched again),
 and raises exactly the uncapped run's alerts — among them a use of a revoked token, which only an
 event-time-ordered run catches (the revocation is on another topic, 100 s before the use).
@@ -93,7 +93,7 @@ def test_a_skewed_backlog_stays_within_the_cap_and_loses_nothing(tmp_path: Path,
 
     capped, capped_alerts = run(cfg, kafka_env, "capped", CAP)
     free, free_alerts = run(cfg, kafka_env, "free", 10_000_000)
-    keyed, keyed_alerts = run(cfg, kafka_env, "keyed", CAP, "--keyed")  # the cap on its ingest stage
+    keyed, keyed_alerts = run(cfg, kafka_env, "keyed", CAP, "--keyed")  # the cap on both of its loops
     print(f"\nskew: capped {capped}\nuncapped {free}\nkeyed {keyed}")
 
     for summary in (capped, free, keyed):
@@ -105,5 +105,6 @@ def test_a_skewed_backlog_stays_within_the_cap_and_loses_nothing(tmp_path: Path,
     assert capped["peak_buffered"] <= bound, capped
     assert free["peak_buffered"] > bound, free  # the skew does fill an uncapped buffer: the cap was needed
     assert keyed["ingest_pauses"] > 0 and keyed["ingest_peak_buffered"] <= bound, keyed
+    assert keyed["pauses"] > 0, keyed  # its detect loop paused re-keyed partitions too, and still finished
     assert capped_alerts == free_alerts == keyed_alerts
     assert any(" token.revoked_use subject:user-1-3" in a for a in capped_alerts), capped_alerts
