@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import machine_header, write_section  # noqa: E402
+from gatewatch.heap import freeze_start_up  # noqa: E402
 from gatewatch.pipeline import Pipeline  # noqa: E402
 from gatewatch.replay import replay  # noqa: E402
 from gatewatch.settings import load_settings  # noqa: E402
@@ -88,7 +89,9 @@ def fresh_pipeline(settings) -> tuple[Pipeline, TokenValidator]:
 def gatewatch_rate(settings, lines: list[bytes]) -> tuple[float, Counter[str]]:
     pipeline, _ = fresh_pipeline(settings)
     assert pipeline.behaviour is not None and pipeline.behaviour.status == "active"
-    result = replay(pipeline, [(line, None) for line in lines])
+    records = [(line, None) for line in lines]
+    freeze_start_up()  # as `gatewatch replay` does once its pipeline is built
+    result = replay(pipeline, records)
     return result.events_per_second, Counter(a.type for a in result.alerts.values())
 
 
@@ -226,8 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, environ={})
         lines = args.only_gatewatch.read_bytes().splitlines()
         pipeline, _ = fresh_pipeline(settings)
+        records = [(line, None) for line in lines]
+        try:  # as `gatewatch replay` does (an older tree measured with --baseline-tree may not have it)
+            from gatewatch.heap import freeze_start_up as settle
+        except ImportError:
+            def settle() -> None:
+                pass
+        settle()
         t = time.perf_counter()
-        replay(pipeline, [(line, None) for line in lines])
+        replay(pipeline, records)
         print(json.dumps({"events": len(lines), "events_per_second": round(len(lines) / (time.perf_counter() - t))}))
         return 0
     out = args.out_dir or Path(tempfile.mkdtemp(prefix="gw-bench-replay-"))

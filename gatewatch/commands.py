@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gatewatch.heap import freeze_start_up
 from gatewatch.settings import Settings, load_settings
 from ingest.decode import parse_ts
 from ingest.errors import ConfigError, DecodeError, GatewatchError
@@ -163,7 +164,9 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
             if p != "-" and not Path(p).is_file():
                 raise ConfigError(f"no such file: {p}")
         records = read_jsonl(args.paths)
-    return replay(_pipeline(settings), records, progress=_progress())
+    pipeline = _pipeline(settings)
+    freeze_start_up()
+    return replay(pipeline, records, progress=_progress())
 
 
 def _summary(result: Any) -> dict[str, Any]:

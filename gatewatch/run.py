@@ -28,6 +28,7 @@ from typing import Any
 
 from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
 from api.store import AlertStore
+from gatewatch.heap import freeze_start_up
 from gatewatch.ingest_stage import IngestStage, IngestThread, side_kinds_of
 from gatewatch.pipeline import Pipeline
 from gatewatch.settings import Settings
@@ -99,6 +100,7 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
                                           max_buffered_per_partition=k.max_buffered_per_partition),
                     report=_reporter(store, worker_id), worker_id=worker_id, warmup_seconds=k.warmup_seconds)
     worker.install_signal_handlers()
+    freeze_start_up()
     started = time.monotonic()
     try:
         worker.run()
@@ -150,6 +152,7 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
                     worker_id=worker_id, warmup_seconds=k.warmup_seconds, activity=feeder.take_handled,
                     joining=lambda: not feeder.assigned, stop=stop)
     worker.install_signal_handlers()
+    freeze_start_up()
     started = time.monotonic()
     feeder.start()
     try:
@@ -164,7 +167,8 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
     if feeder.error is not None:
         raise feeder.error
     return {**_summary(worker, "keyed", ingest.records, store, model, started),
-            "ingest_peak_buffered": ingest.peak_buffered, "ingest_pauses": ingest.back_pressure.pauses}
+            "frames_published": ingest.frames, "ingest_peak_buffered": ingest.peak_buffered,
+            "ingest_pauses": ingest.back_pressure.pauses}
 
 
 def _summary(worker: Any, mode: str, records: int, store: AlertStore, model: str, started: float) -> dict[str, Any]:

@@ -1,0 +1,20 @@
+"""The garbage collector and a long-running pipeline.
+
+Start-up builds a large heap that lives as long as the process: numpy, scikit-learn and their modules,
+the behaviour model's forests, the key ring. CPython's cyclic collector walks the oldest generation
+again at every full collection, and a replay or a worker triggers many (every event allocates).
+Measured with farm-bench, `gatewatch replay` of 100,000 lines of the bench day, 4 paired runs: with
+the freeze the whole command (start-up included) took 0.90× the wall time of the same code without it.
+`gc.freeze()` moves everything alive now into a permanent generation the collector skips; state built
+afterwards (detector stores, windows) is collected as before.
+"""
+
+from __future__ import annotations
+
+import gc
+
+
+def freeze_start_up() -> None:
+    """Call once everything the process needs for good is built, just before the stream starts."""
+    gc.collect()  # what start-up left as garbage is freed, not frozen
+    gc.freeze()
