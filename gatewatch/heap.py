@@ -3,8 +3,9 @@
 Start-up builds a large heap that lives as long as the process: numpy, scikit-learn and their modules,
 the behaviour model's forests, the key ring. CPython's cyclic collector walks the oldest generation
 again at every full collection, and a replay or a worker triggers many (every event allocates).
-Measured with farm-bench, `gatewatch replay` of 100,000 lines of the bench day, 4 paired runs: with
-the freeze the whole command (start-up included) took 0.90× the wall time of the same code without it.
+Measured with farm-bench, `gatewatch replay` of 100,000 lines of the bench day, 8 paired runs: with
+the freeze the whole command (start-up included) took 0.94× the CPU time of the same code without it
+(median; 0.88–0.99). A small gain, but every pair went the same way.
 `gc.freeze()` moves everything alive now into a permanent generation the collector skips; state built
 afterwards (detector stores, windows) is collected as before.
 """
