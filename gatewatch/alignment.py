@@ -204,8 +204,21 @@ class EventTimeAligner:
         return float("inf") if p.caught_up else p.frontier
 
     def roomy(self) -> list[Hashable]:
-        """Partitions that may be fetched again (buffer at most half full)."""
-        return [tp for tp, p in self._parts.items() if len(p) <= self.max_buffered_per_partition // 2]
+        """Partitions that may be fetched again: buffer at most half full, or holding the release point
+        back (paused while full, it may have become the one whose next records are needed: in watermark
+        mode its buffered entries can wait for a source watermark that only its unread frames carry)."""
+        half = self.max_buffered_per_partition // 2
+        point: float | None = None
+        out = []
+        for tp, p in self._parts.items():
+            if len(p) <= half:
+                out.append(tp)
+                continue
+            if point is None:
+                point = self.release_point()
+            if self._point_of(p) <= point:
+                out.append(tp)
+        return out
 
     def buffered(self) -> int:
         return sum(len(p) for p in self._parts.values())

@@ -206,8 +206,8 @@ def run_workers(n: int, argv: list[str]) -> dict[str, Any]:
     if failed:
         raise GatewatchError(f"{failed} of {n} workers failed")
     total: dict[str, Any] = {"workers": n}
-    for key in ("records", "events", "dead_letters", "warmup_events"):
-        total[key] = sum(s.get(key, 0) for s in summaries)
+    for key in ("records", "events", "dead_letters", "warmup_events", "lag_at_exit", "pauses", "ingest_pauses"):
+        total[key] = sum(s.get(key) or 0 for s in summaries)
     signals: dict[str, int] = {}
     for s in summaries:
         for t, c in s.get("signals", {}).items():

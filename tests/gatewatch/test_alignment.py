@@ -224,3 +224,19 @@ def test_raw_mode_never_pauses_the_lagging_partition() -> None:
     a.add("behind", 0, 5, 5)
     a.release()
     assert a.full() == ["ahead"]  # "behind" holds the point, and holds nothing back itself
+
+
+def test_a_paused_partition_that_comes_to_hold_the_release_point_is_resumed() -> None:
+    """Paused while full and ahead, then the one the others wait for: its unread frames carry the source
+    watermark its own buffer needs, so it must be fetched again whatever its buffer holds."""
+    a = EventTimeAligner(max_buffered_per_partition=2, sources=frozenset({"in/0", "in/1"}))
+    for off, ts in enumerate((10, 11, 12)):  # from ingest worker 0: in/0 is far ahead
+        a.add("x", off, ts, f"x{ts}")
+    a.advance("x", 3, {"in/0": (30.0, False), "in/1": (8.0, False)})
+    a.advance("y", 0, {"in/0": (30.0, False), "in/1": (5.0, False)})
+    a.release()
+    assert a.full() == ["x"] and "x" not in a.roomy()  # y holds the point (5): x may wait, paused
+    a.advance("y", 1, {"in/1": (20.0, False)})  # y moves on; now x's own in/1 mark (8) holds everything
+    items, _ = a.release()
+    assert a.release_point() == 8.0 and len(a._parts["x"]) == 3  # nothing of x released (10 > 8)
+    assert "x" in a.roomy() and a.full() == []  # x must be fetched again: its next frames carry in/1
