@@ -879,9 +879,8 @@ def report(args: argparse.Namespace, records: list[Any], counts: dict[str, Any],
              f"carrying {keyed1['entries'] / n:.2f} event entries per event (the principal copy plus one per side "
              "partition the event's keys hash to). The extra CPU is the work of splitting by key: each event is "
              "encoded once and decoded once per entry, and it reaches up to five pipelines, four of which window "
-             "behaviour features for their own entity kind. The ingest and detect loops are two threads with their "
-             "own consumer and producer, so neither waits on the other's fetches, acknowledgements or commits; "
-             "Python runs one of them at a time.",
+             "behaviour features for their own entity kind. The ingest and detect stages take turns on one "
+             "thread, each with its own consumer and producer.",
              f"* **Two keyed workers: {keyed2['eps'] / keyed1['eps']:.2f}× one** ({keyed2['eps']:,.0f} vs "
              f"{keyed1['eps']:,.0f} events/s) on {os.cpu_count()} cores that also run the broker and this "
              "benchmark; no guide to more cores or machines. The runs of (c) gave "

@@ -20,7 +20,6 @@ input partition it owns, the event time up to which everything is published, or 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -93,7 +92,10 @@ class IngestStage:
             committed, starts = start_offsets(self.consumer, [tp for tp in gained if tp in assigned],
                                               should_stop=self.stopping)
             polled = position_gained(self.consumer, {**committed, **starts}, polled)
+        assigned = set(self.consumer.assignment())
         for tp, messages in polled.items():
+            if tp not in assigned:  # revoked meanwhile: its next owner reads these (see Worker.process)
+                continue
             for m in messages:
                 raw = m.value if m.value is not None else b""
                 item = self.decoder.decode_one(raw, Source(m.topic, m.partition, m.offset))
@@ -147,47 +149,3 @@ class IngestStage:
         self._last_marks = (marks, now)
         return marks
 
-
-class IngestThread(threading.Thread):
-    """The ingest stage's own loop, beside the detect loop of the same keyed worker: poll, step, repeat.
-
-    The two stages share nothing but Kafka between them (the ingest stage commits its input once its
-    frames are acknowledged; the detect stage reads those frames), so neither waits for the other's
-    fetches, acknowledgements or commits — they took turns on one thread before. It has its own consumer
-    and producer: a flush would otherwise wait for the detect stage's results too. Python runs one of the
-    two at a time (the GIL), so what overlaps is waiting, not computing. An error ends the worker: the
-    stop flag is set and the owner raises it after `join`."""
-
-    def __init__(self, stage: IngestStage, *, poll_timeout_ms: int, stop: Any,
-                 max_records: int | None = None) -> None:
-        super().__init__(name="gatewatch-ingest", daemon=True)
-        self.stage = stage
-        self.poll_timeout_ms = poll_timeout_ms
-        self.stop = stop  # the worker's StopFlag: a signal or the detect loop's exit ends this loop too
-        self.max_records = max_records
-        self.error: BaseException | None = None
-        self.assigned = False  # has a share of the input topics (read by the detect loop: joining or not)
-        self._handled = 0
-        self._taken = 0
-
-    def run(self) -> None:
-        consumer = self.stage.consumer
-        try:
-            while not self.stop.is_set():
-                if self.max_records is not None and self.stage.records >= self.max_records:
-                    time.sleep(self.poll_timeout_ms / 1000)  # fed enough: wait for the detect loop to end
-                    continue
-                self.stage.back_pressure.before_poll()
-                polled = until_done(lambda: consumer.poll(timeout_ms=self.poll_timeout_ms),
-                                    what="polling the gateway topics", should_stop=self.stop.is_set)
-                self._handled += self.stage.step(polled)
-                self.assigned = bool(consumer.assignment())
-        except BaseException as exc:  # noqa: BLE001 - handed to the owner, which raises it
-            self.error = exc
-            self.stop.set()
-
-    def take_handled(self) -> int:
-        """Input records handled since the last call (the detect loop counts them as activity)."""
-        handled = self._handled
-        delta, self._taken = handled - self._taken, handled
-        return delta

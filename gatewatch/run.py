@@ -5,9 +5,9 @@ Two ways to run it:
 * **one process** (the default): one consumer on the gateway topics, one `Pipeline` that routes every
   event to every detector in memory (DESIGN.md: "the default run").
 * **keyed workers** (`--keyed`, `[kafka] repartition = true`, or `--workers N`, which starts N of them):
-  a worker process runs two loops, each with its own consumer and producer. The ingest loop (a thread,
-group `<group_id>.ingest`) reads the gateway topics and re-keys normalised events, in frames, onto
-`gatewatch.events` / `gatewatch.events.by_key`; the detect loop (the main thread, group
+  a worker process holds two consumers, taking turns on one thread. The ingest consumer (group
+`<group_id>.ingest`, with its own producer) reads the gateway topics and re-keys normalised events, in
+frames, onto `gatewatch.events` / `gatewatch.events.by_key`; the detect consumer (group
 `<group_id>`) reads those with one `Pipeline` per key kind, so each
 detector's state for a key lives on exactly one worker. N processes of this — started by
 `--workers N`, or separately on several machines with the same config — share both groups: Kafka
@@ -29,11 +29,12 @@ from typing import Any
 from api.routes.health import MODEL_STATUS_KEY, WORKER_STATS_PREFIX
 from api.store import AlertStore
 from gatewatch.heap import freeze_start_up
-from gatewatch.ingest_stage import IngestStage, IngestThread, side_kinds_of
+from gatewatch.ingest_stage import IngestStage, side_kinds_of
 from gatewatch.pipeline import Pipeline
 from gatewatch.settings import Settings
 from gatewatch.sinks import KafkaResultSink, StoreSink
 from ingest.errors import GatewatchError
+from ingest.delivery import until_done
 from ingest.kafka_io import make_consumer, make_producer, wait_for_topics
 from ingest.routing import KEY_KINDS, PRINCIPAL, source_name
 from ingest.tokens import TokenValidator
@@ -139,7 +140,17 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
                          topics=[k.access_topic, k.tokens_topic], decoder=principal, events_topic=k.events_topic,
                          keyed_topic=k.keyed_topic, dlq_topic=k.dlq_topic, side_kinds=side_kinds_of(pipelines),
                          stopping=stop.is_set, max_buffered_per_partition=k.max_buffered_per_partition)
-    feeder = IngestThread(ingest, poll_timeout_ms=k.poll_timeout_ms, stop=stop, max_records=max_events)
+
+    def feed(detect_busy: bool) -> int:
+        """The ingest step, run before each detect poll; stops feeding after `max_events` records."""
+        if max_events is not None and ingest.records >= max_events:
+            return 0
+        # Don't wait on the ingest side while the detect side has work (the two take turns on one thread).
+        wait = 0 if detect_busy else max(10, k.poll_timeout_ms // 4)
+        ingest.back_pressure.before_poll()
+        return ingest.step(until_done(lambda: ingest_consumer.poll(timeout_ms=wait), what="polling the gateway topics",
+                                      should_stop=stop.is_set))
+
     # Every input partition's watermark gates the re-keyed streams (whichever worker ingests it).
     sources = frozenset(source_name(t, p) for t in (k.access_topic, k.tokens_topic)
                         for p in ingest_consumer.partitions_for_topic(t) or ())
@@ -149,23 +160,18 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
                     options=WorkerOptions(idle_exit_seconds=idle_exit, progress=progress,
                                           max_buffered_per_partition=k.max_buffered_per_partition),
                     report=_reporter(store, worker_id, records=lambda: ingest.records),
-                    worker_id=worker_id, warmup_seconds=k.warmup_seconds, activity=feeder.take_handled,
-                    joining=lambda: not feeder.assigned, stop=stop)
+                    worker_id=worker_id, warmup_seconds=k.warmup_seconds, before_poll=feed,
+                    joining=lambda: not ingest_consumer.assignment(), stop=stop)
     worker.install_signal_handlers()
     freeze_start_up()
     started = time.monotonic()
-    feeder.start()
     try:
         worker.run()
     finally:
-        stop.set()  # the detect loop is done (idle, max events, a signal or an error): so is the ingest loop
-        feeder.join()
         worker.close()
         ingest_consumer.close()
         ingest_producer.close()
         producer.close()
-    if feeder.error is not None:
-        raise feeder.error
     return {**_summary(worker, "keyed", ingest.records, store, model, started),
             "frames_published": ingest.frames, "ingest_peak_buffered": ingest.peak_buffered,
             "ingest_pauses": ingest.back_pressure.pauses}

@@ -93,7 +93,7 @@ class Worker:
                  clock: Callable[[], float] = time.monotonic, reader: RecordReader | None = None,
                  report: Callable[[dict[str, Any]], None] | None = None, worker_id: str = "worker",
                  warmup_seconds: float = 0.0, watermark_sources: frozenset[str] | None = None,
-                 activity: Callable[[], int] | None = None, joining: Callable[[], bool] | None = None,
+                 before_poll: Callable[[bool], int] | None = None, joining: Callable[[], bool] | None = None,
                  stop: StopFlag | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.consumer = consumer
         # One pipeline for the raw input topics (key None), or one per re-keyed stream kind.
@@ -121,9 +121,9 @@ class Worker:
         self.last_polled = 0  # items the last poll returned (a frame holds several; watermarks not counted)
         self.last_released = 0  # records the last step released to the pipelines
         self.lag_at_exit: int | None = None
-        # Records handled elsewhere in this process since the last call (a keyed worker's ingest thread):
-        # activity, so the worker does not exit idle while its input is still being re-keyed.
-        self.activity = activity
+        # Called before each poll with "did the last poll return records?" (the ingest stage of a keyed
+        # worker, which then need not wait); the records it handled count as activity.
+        self.before_poll = before_poll
         self.joining = joining  # another consumer of this process still joining its group
         self.back_pressure = BackPressure(consumer)
         self.peak_buffered = 0  # the most records the alignment buffer held after a step
@@ -157,11 +157,11 @@ class Worker:
         last_progress = 0.0
         opts = self.options
         while not self.stopping():
+            fed = self.before_poll(self.last_polled > 0) if self.before_poll is not None else 0
             self.back_pressure.before_poll()
-            polled = self._ask(lambda: self.consumer.poll(timeout_ms=self.poll_timeout_ms), "polling")
+            polled = self._ask(lambda: self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
             self.process(polled)
-            elsewhere = self.activity() if self.activity is not None else 0
-            if not self.last_polled and not self.last_released and not elsewhere:
+            if not self.last_polled and not self.last_released and not fed:
                 if not self.consumer.assignment() or (self.joining is not None and self.joining()):
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
@@ -193,7 +193,13 @@ class Worker:
             assigned = set(self.consumer.assignment())  # a later rebalance may have taken some back
             polled = self.warm_up([tp for tp in gained if tp in assigned], polled)
         self.last_polled = 0
+        assigned = set(self.consumer.assignment())
         for tp, messages in polled.items():
+            if tp not in assigned:
+                # Taken away by a rebalance finished after these were fetched: their new owner reads them.
+                # Buffered here they would bring the partition back into the aligner, where it would
+                # hold the release point at its last event time forever (a keyed worker stalled so).
+                continue
             warm_until = self._warm_until.get(tp, -1)
             for m in messages:
                 read, marks = self.reader(m)

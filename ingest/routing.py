@@ -20,7 +20,7 @@ their **original** source (input topic, partition, offset): a record re-publishe
 ingest stage is then recognised downstream as a redelivery, not as a replay.
 
 **Frames.** A re-keyed record is a frame: the events of one published batch bound for one partition,
-each with the key kinds it is there for (`FramePacker`). The partition is `partition_of(key)`, chosen
+each with the key kinds it is there for, and the token infos they carry, each once (`FramePacker`). The partition is `partition_of(key)`, chosen
 by the ingest stage, not by Kafka's partitioner.
 
 **Source watermarks.** Several ingest workers publish onto the same partitions, each aligned only on
@@ -84,13 +84,6 @@ def side_keys(event: Event, kinds: tuple[str, ...] | frozenset[str] = SIDE_KINDS
     return out
 
 
-class _Wire(msgspec.Struct, array_like=True):
-    record: Record
-    ts: float
-    token: TokenInfo | None
-    source: tuple[str, int, int] | None
-
-
 def _slim(info: TokenInfo) -> TokenInfo:
     """What detectors read of a token: its named claims, whether it was signed (`claims` not None) and
     its `alg` — not the whole claim set and header, which made up half of a re-keyed entry's bytes."""
@@ -102,71 +95,57 @@ def _slim(info: TokenInfo) -> TokenInfo:
                    header=None if header is None else ({} if alg is None else {"alg": alg}))
 
 
-def _wire(event: Event, slimmed: dict[int, TokenInfo] | None = None) -> _Wire:
-    """`slimmed`: slim copies by id of the token info, for a batch whose events all stay alive meanwhile
-    (one token is on many events: `replace` costs ≈ 5 µs)."""
-    record = event.record
-    if record.token is not None:  # the raw token never leaves ingest; TokenInfo says what it was
-        record = msgspec.structs.replace(record, token=None)
-    src = event.source
-    info = event.token
-    if info is not None:
-        if slimmed is None:
-            info = _slim(info)
-        else:
-            slim = slimmed.get(id(info))
-            if slim is None:
-                slim = slimmed[id(info)] = _slim(info)
-            info = slim
-    return _Wire(record=record, ts=event.ts, token=info,
-                 source=None if src is None else (src.topic, src.partition, src.offset))
-
-
-def _event(wire: _Wire) -> Event:
-    return Event(record=wire.record, ts=wire.ts, token=wire.token,
-                 source=None if wire.source is None else Source(*wire.source))
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Wire)
-
-
-def encode_event(event: Event) -> bytes:
-    """One normalised event in its wire form (as it travels inside a frame)."""
-    return _encoder.encode(_wire(event))
-
-
-def decode_event(data: bytes) -> Event:
-    """The inverse of `encode_event`; raises msgspec.DecodeError (a ValueError) on foreign bytes."""
-    return _event(_decoder.decode(data))
-
-
 # -- frames: what the re-keyed topics carry -------------------------------------------------------
+#
+# A frame: the token infos its events carry, each once (one token is on many events of a batch: its
+# decoding was half an entry's), the entries — key kinds, index into that table (-1: none), the event
+# without its token — and the source watermarks, if any.
 
 Marks = dict[str, tuple[float, bool]]  # input partition ("topic/partition") -> (published up to, idle)
 
 
+class _Body(msgspec.Struct, array_like=True):
+    """An event without its token (which the frame's table holds) nor its raw token string."""
+    record: Record
+    ts: float
+    source: tuple[str, int, int] | None
+
+
 class _EntryOut(msgspec.Struct, array_like=True):
     kinds: tuple[str, ...]
-    event: msgspec.Raw  # encoded once per event, embedded as-is in every frame that carries it
+    token: int
+    body: msgspec.Raw  # encoded once per event, embedded as-is in every frame that carries it
 
 
 class _FrameOut(msgspec.Struct, array_like=True):
+    tokens: list[msgspec.Raw]
     entries: list[_EntryOut]
     marks: Marks | None
 
 
 class _EntryIn(msgspec.Struct, array_like=True):
     kinds: tuple[str, ...]
-    event: _Wire
+    token: int
+    body: _Body
 
 
 class _FrameIn(msgspec.Struct, array_like=True):
+    tokens: list[TokenInfo]
     entries: list[_EntryIn]
     marks: Marks | None
 
 
+_encoder = msgspec.msgpack.Encoder()
 _frame_decoder = msgspec.msgpack.Decoder(_FrameIn)
+
+
+def _body(event: Event) -> bytes:
+    record = event.record
+    if record.token is not None:  # the raw token never leaves ingest; TokenInfo says what it was
+        record = msgspec.structs.replace(record, token=None)
+    src = event.source
+    return _encoder.encode(_Body(record=record, ts=event.ts,
+                                 source=None if src is None else (src.topic, src.partition, src.offset)))
 
 
 class Frame(NamedTuple):
@@ -176,9 +155,33 @@ class Frame(NamedTuple):
 
 
 def decode_frame(data: bytes) -> Frame:
-    """Raises msgspec.DecodeError (a ValueError) on foreign bytes."""
+    """Raises msgspec.DecodeError (a ValueError) on foreign bytes, ValueError on a bad token index."""
     frame = _frame_decoder.decode(data)
-    return Frame([(e.kinds, _event(e.event)) for e in frame.entries], frame.marks)
+    tokens = frame.tokens
+    out = []
+    for e in frame.entries:
+        b = e.body
+        i = e.token
+        if not -1 <= i < len(tokens):
+            raise ValueError(f"token index {i} outside the frame's {len(tokens)} tokens")
+        out.append((e.kinds, Event(record=b.record, ts=b.ts, token=None if i < 0 else tokens[i],
+                                   source=None if b.source is None else Source(*b.source))))
+    return Frame(out, frame.marks)
+
+
+def encode_event(event: Event) -> bytes:
+    """One normalised event alone, as a frame of one entry (its wire form on the re-keyed topics)."""
+    tokens = [] if event.token is None else [msgspec.Raw(_encoder.encode(_slim(event.token)))]
+    return _encoder.encode(_FrameOut(tokens, [_EntryOut((PRINCIPAL,), len(tokens) - 1, msgspec.Raw(_body(event)))],
+                                     None))
+
+
+def decode_event(data: bytes) -> Event:
+    """The inverse of `encode_event`; raises ValueError (msgspec.DecodeError is one) on foreign bytes."""
+    entries = decode_frame(data).entries
+    if len(entries) != 1:
+        raise ValueError(f"a frame of {len(entries)} events, not one")
+    return entries[0][1]
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -210,45 +213,71 @@ class FramePacker:
     def pack(self, events: list[Event], marks: Marks | None) -> list[tuple[str, int, bytes]]:
         """(stream, partition, frame) to publish, in order per partition."""
         done: list[tuple[str, int, bytes]] = []
-        open_: dict[tuple[str, int], tuple[list[_EntryOut], int]] = {}
+        open_: dict[tuple[str, int], _Open] = {}
         n_events = self.partitions[EVENTS]
         n_keyed = self.partitions[KEYED]
         principal_kinds = (PRINCIPAL,)
+        encoded: dict[int, msgspec.Raw] = {}  # slim token info by id: valid while `events` holds them all
+        cap = self.max_frame_bytes
 
-        def put(where: tuple[str, int], kinds: tuple[str, ...], raw: msgspec.Raw, size: int) -> None:
-            entries, used = open_.get(where, (None, 0))
-            if entries is None:
-                entries = []
-            elif used + size > self.max_frame_bytes:
-                done.append((*where, _encoder.encode(_FrameOut(entries, None))))
-                entries, used = [], 0
-            entries.append(_EntryOut(kinds, raw))
-            open_[where] = (entries, used + size)
+        def put(where: tuple[str, int], kinds: tuple[str, ...], info: TokenInfo | None, body: msgspec.Raw,
+                size: int) -> None:
+            frame = open_.get(where)
+            if frame is None:
+                frame = open_[where] = _Open()
+            elif frame.size + size > cap:
+                done.append((*where, frame.encode(None)))
+                frame = open_[where] = _Open()
+            index = -1
+            if info is not None:
+                index = frame.index.get(id(info), -1)
+                if index < 0:
+                    raw = encoded.get(id(info))
+                    if raw is None:
+                        raw = encoded[id(info)] = msgspec.Raw(_encoder.encode(_slim(info)))
+                    index = frame.index[id(info)] = len(frame.tokens)
+                    frame.tokens.append(raw)
+                    frame.size += len(raw)
+            frame.entries.append(_EntryOut(kinds, index, body))
+            frame.size += size
 
-        slimmed: dict[int, TokenInfo] = {}  # valid while `events` holds every token info
         for event in events:
-            data = _encoder.encode(_wire(event, slimmed))
-            raw, size = msgspec.Raw(data), len(data)
+            data = _body(event)
+            body, size, info = msgspec.Raw(data), len(data), event.token
             key = principal_key(event)
             if key is None:  # a token event that names no one: every partition must see it
                 for p in range(n_events):
-                    put((EVENTS, p), principal_kinds, raw, size)
+                    put((EVENTS, p), principal_kinds, info, body, size)
             else:
-                put((EVENTS, partition_of(key, n_events)), principal_kinds, raw, size)
+                put((EVENTS, partition_of(key, n_events)), principal_kinds, info, body, size)
             if self.side_kinds:
                 by_partition: dict[int, list[str]] = {}
                 for kind, side in side_keys(event, self.side_kinds):
                     by_partition.setdefault(partition_of(f"{kind}\x1f{side}", n_keyed), []).append(kind)
                 for p, kinds in by_partition.items():
-                    put((KEYED, p), tuple(kinds), raw, size)
+                    put((KEYED, p), tuple(kinds), info, body, size)
         if marks is not None:
             streams = (EVENTS, KEYED) if self.side_kinds else (EVENTS,)
             for stream in streams:
                 for p in range(self.partitions[stream]):
-                    open_.setdefault((stream, p), ([], 0))
-        for (stream, p), (entries, _) in open_.items():
-            done.append((stream, p, _encoder.encode(_FrameOut(entries, marks))))
+                    open_.setdefault((stream, p), _Open())
+        for (stream, p), frame in open_.items():
+            done.append((stream, p, frame.encode(marks)))
         return done
+
+
+class _Open:
+    """A frame being filled: its token table (index by id of the token info), entries and byte size."""
+    __slots__ = ("tokens", "index", "entries", "size")
+
+    def __init__(self) -> None:
+        self.tokens: list[msgspec.Raw] = []
+        self.index: dict[int, int] = {}
+        self.entries: list[_EntryOut] = []
+        self.size = 0
+
+    def encode(self, marks: Marks | None) -> bytes:
+        return _encoder.encode(_FrameOut(self.tokens, self.entries, marks))
 
 
 def source_name(topic: str, partition: int) -> str:

@@ -219,19 +219,47 @@ def test_stop_ends_the_loop_and_max_events_stops_it_too(settings, validator, min
     assert stopped.records == 0 and stopped.stopping()
 
 
-def test_activity_elsewhere_keeps_the_worker_from_exiting_idle(settings, validator) -> None:
-    """A keyed worker's detect loop sees nothing while its ingest thread is still re-keying: the records
-    that thread handled count as activity, so the idle exit (2 s here) waits for both."""
-    busy_rounds = 20  # each round reads the clock at least once: 10 s of wall time at least
-    calls: list[int] = []
-
-    def activity() -> int:
-        calls.append(1)
-        return 5 if len(calls) <= busy_rounds else 0
-
-    worker = make_worker(settings, validator, FakeConsumer([]), ListSink([]), activity=activity)
+def test_before_poll_is_told_whether_the_last_poll_had_records(settings, validator, minter) -> None:
+    log: list[tuple] = []
+    consumer, sink = FakeConsumer(log), ListSink(log)
+    for value in nonce_records(minter)[:4]:
+        consumer.add(0, value)
+    seen: list[bool] = []
+    worker = make_worker(settings, validator, consumer, sink, before_poll=lambda busy: seen.append(busy) or 0)
     worker.run()
-    assert busy_rounds < len(calls) <= busy_rounds + 6  # then idle for 2 s of its clock, and out
-    alone = make_worker(settings, validator, FakeConsumer([]), ListSink([]), activity=lambda: 0)
-    alone.run()
-    assert alone.clock.now < 10  # without activity it left long before
+    assert seen[:3] == [False, True, True]  # first poll: nothing yet; then 3 records, then 1
+    assert seen[3] is False and worker.records == 4
+
+
+class LateRevokingConsumer(FakeConsumer):
+    """Its second poll finishes a rebalance that takes partition 1 away, yet still returns records of
+    partition 1 fetched before it (kafka-python 3 rebalances on its own thread)."""
+
+    def __init__(self, log: list[tuple]) -> None:
+        super().__init__(log)
+        self.polls = 0
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Msg]]:
+        self.polls += 1
+        if self.polls != 2:
+            return super().poll(timeout_ms)
+        gone = self.tps[1]
+        stale = self.records[gone][self.positions[gone]:self.positions[gone] + 3]
+        self.pending_assignment = [self.tps[0]]
+        out = super().poll(timeout_ms)
+        out[gone] = stale
+        return out
+
+
+def test_records_of_a_partition_revoked_meanwhile_are_left_to_its_new_owner(settings, validator, minter) -> None:
+    log: list[tuple] = []
+    consumer, sink = LateRevokingConsumer(log), ListSink(log)
+    values = nonce_records(minter)[:8]
+    for i, value in enumerate(values):
+        consumer.add(i % 2, value)  # p0: records 0, 2, 4, 6; p1: 1, 3, 5, 7
+    worker = make_worker(settings, validator, consumer, sink)
+    worker.run()
+    # p0's four, and at most the three of p1 read while it was ours (those still buffered at the revocation
+    # went back to Kafka); never the stale ones returned after it
+    assert 4 <= sum(r.events for r in sink.results) <= 4 + 3
+    assert all(tp.partition == 0 for tp in worker.aligner._parts)  # no ghost of p1 holding time back

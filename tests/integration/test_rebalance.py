@@ -21,6 +21,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from api.routes.health import WORKER_STATS_PREFIX
 from api.store import AlertStore
 from gatewatch.settings import load_settings
 from gatewatch.topics import ensure_topics
@@ -58,6 +59,17 @@ def _caught_up(bootstrap: str, group: str, topics: list[str], timeout: float = 1
         admin.close()
 
 
+def _figures(cfg: Path, env: dict[str, str]) -> dict:
+    """The figures every worker last wrote to the store (every 2 s)."""
+    store = AlertStore(str(load_settings(cfg, environ=env).store_path))
+    try:
+        rows = store._db.execute("SELECT key, value FROM meta WHERE key LIKE ?",
+                                 (f"{WORKER_STATS_PREFIX}%",)).fetchall()
+    finally:
+        store.close()
+    return {key: json.loads(value) for key, value in rows}
+
+
 def _worker(env: dict[str, str], cfg: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "gatewatch.cli", "--config", str(cfg), "run", "--keyed"],
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -90,8 +102,11 @@ def test_replays_across_a_join_and_a_leave_are_all_detected(tmp_path: Path, keys
     def settle() -> None:
         for proc in (p for p in procs if p.poll() is not None and p.returncode != 0):
             raise AssertionError(f"a worker died: {proc.stderr.read()[-3000:]}")
-        _caught_up(k.bootstrap_servers, f"{k.group_id}.ingest", [k.access_topic])
-        _caught_up(k.bootstrap_servers, k.group_id, [k.events_topic, k.keyed_topic])
+        try:
+            _caught_up(k.bootstrap_servers, f"{k.group_id}.ingest", [k.access_topic])
+            _caught_up(k.bootstrap_servers, k.group_id, [k.events_topic, k.keyed_topic])
+        except AssertionError as exc:  # with what each worker last reported: lag, buffered, waiting for
+            raise AssertionError(f"{exc}\nworkers: {_figures(cfg, env)}") from None
 
     first = [access(f"first-{i}", T0 + i, token=tokens[i], nonce=f"n-{i}", client_ip="198.51.100.1")
              for i in range(SUBJECTS)]
