@@ -30,7 +30,7 @@ from gatewatch.pipeline import Pipeline
 from ingest.deadletter import DeadLetter
 from ingest.events import Source
 from ingest.kafka_io import (BackPressure, RebalanceHooks, caught_up, commit_offsets, position_gained,
-                             start_offsets)
+                             start_offsets, still_assigned)
 from ingest.routing import EVENTS, PRINCIPAL, FramePacker, Marks, source_name
 
 
@@ -86,16 +86,14 @@ class IngestStage:
 
     def step(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> int:
         """Buffer one polled batch, publish what is aligned, commit it; returns how many records it held."""
+        assigned, polled = still_assigned(self.consumer, polled)
         if self._gained:  # buffered records of a rebalance were dropped: read from the committed offset
             gained, self._gained = self._gained, []
-            assigned = set(self.consumer.assignment())  # a later rebalance may have taken some back
+            # only those still ours (a later rebalance may have taken some back)
             committed, starts = start_offsets(self.consumer, [tp for tp in gained if tp in assigned],
                                               should_stop=self.stopping)
             polled = position_gained(self.consumer, {**committed, **starts}, polled)
-        assigned = set(self.consumer.assignment())
         for tp, messages in polled.items():
-            if tp not in assigned:  # revoked meanwhile: its next owner reads these (see Worker.process)
-                continue
             for m in messages:
                 raw = m.value if m.value is not None else b""
                 item = self.decoder.decode_one(raw, Source(m.topic, m.partition, m.offset))

@@ -28,7 +28,7 @@ from ingest.delivery import until_done
 from ingest.errors import RecordError
 from ingest.events import Event, Source
 from ingest.kafka_io import (BackPressure, RebalanceHooks, caught_up, commit_offsets, known_position, lag,
-                             position_gained, start_offsets)
+                             position_gained, start_offsets, still_assigned)
 from ingest.routing import PRINCIPAL, Marks, decode_frame
 from scoring.alerts import rfc3339
 
@@ -188,18 +188,13 @@ class Worker:
 
     def process(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> None:
         """One step: buffer what was polled, release what is aligned, write it durably, commit."""
+        assigned, polled = still_assigned(self.consumer, polled)
         if self.to_warm_up:
             gained, self.to_warm_up = self.to_warm_up, []
-            assigned = set(self.consumer.assignment())  # a later rebalance may have taken some back
+            # only those still ours (a later rebalance may have taken some back)
             polled = self.warm_up([tp for tp in gained if tp in assigned], polled)
         self.last_polled = 0
-        assigned = set(self.consumer.assignment())
         for tp, messages in polled.items():
-            if tp not in assigned:
-                # Taken away by a rebalance finished after these were fetched: their new owner reads them.
-                # Buffered here they would bring the partition back into the aligner, where it would
-                # hold the release point at its last event time forever (a keyed worker stalled so).
-                continue
             warm_until = self._warm_until.get(tp, -1)
             for m in messages:
                 read, marks = self.reader(m)

@@ -153,6 +153,18 @@ def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, li
     return kept
 
 
+def still_assigned(consumer: Any, polled: dict[Any, list[Any]]) -> tuple[set[Any], dict[Any, list[Any]]]:
+    """(the consumer's assignment, `polled` without the records of partitions no longer in it).
+
+    A rebalance that finishes after records were fetched (kafka-python 3 rebalances on its own thread)
+    hands their partition to a new owner, which reads them. Buffered here, they would bring the partition
+    back into the aligner, where it would hold the release point at its last event time forever."""
+    assigned = set(consumer.assignment())
+    if all(tp in assigned for tp in polled):
+        return assigned, polled
+    return assigned, {tp: msgs for tp, msgs in polled.items() if tp in assigned}
+
+
 def commit_offsets(consumer: Any, commits: dict[Any, int], *, should_stop: Callable[[], bool]) -> bool:
     """Commit `commits` (partition -> next offset), retried through a broker outage. False when a
     rebalance moved the partitions meanwhile: not committed, their next owner reads those records again."""

@@ -169,21 +169,6 @@ def decode_frame(data: bytes) -> Frame:
     return Frame(out, frame.marks)
 
 
-def encode_event(event: Event) -> bytes:
-    """One normalised event alone, as a frame of one entry (its wire form on the re-keyed topics)."""
-    tokens = [] if event.token is None else [msgspec.Raw(_encoder.encode(_slim(event.token)))]
-    return _encoder.encode(_FrameOut(tokens, [_EntryOut((PRINCIPAL,), len(tokens) - 1, msgspec.Raw(_body(event)))],
-                                     None))
-
-
-def decode_event(data: bytes) -> Event:
-    """The inverse of `encode_event`; raises ValueError (msgspec.DecodeError is one) on foreign bytes."""
-    entries = decode_frame(data).entries
-    if len(entries) != 1:
-        raise ValueError(f"a frame of {len(entries)} events, not one")
-    return entries[0][1]
-
-
 def partition_of(key: str, partitions: int) -> int:
     """The re-keyed partition of a key. Any stable hash does (every ingest worker uses this one); CRC-32
     is in C, where Kafka's murmur2 partitioner runs in Python in kafka-python (≈ 10 µs a key)."""

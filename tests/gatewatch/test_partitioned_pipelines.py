@@ -16,7 +16,7 @@ import pytest
 from gatewatch.pipeline import Pipeline
 from gatewatch.run import keyed_pipelines
 from gatewatch.simulate import ALL_ATTACKS, SimulationSpec, generate
-from ingest.routing import PRINCIPAL, decode_event, encode_event, principal_key, side_keys
+from ingest.routing import PRINCIPAL, FramePacker, decode_frame, principal_key, side_keys
 
 
 def _partition(key: str, n: int) -> int:
@@ -37,8 +37,10 @@ def test_n_partitions_raise_the_alerts_of_one_pipeline(minter, validator, settin
     kinds = keyed_pipelines(settings, validator)
     parts = {(kind, p): (Pipeline.from_settings(settings, validator, partition=kind), [])
              for kind in kinds for p in range(partitions)}
+    alone = FramePacker(events_partitions=1, keyed_partitions=1, side_kinds=frozenset())
     for ev in sorted(events, key=lambda e: e.ts):
-        wire = decode_event(encode_event(ev))  # through the wire form, as on the topics
+        [(_, _, frame)] = alone.pack([ev], None)  # through the wire form, as on the topics
+        [(_, wire)] = decode_frame(frame).entries
         key = principal_key(ev)
         targets = [(PRINCIPAL, _partition(key, partitions))] if key is not None else \
             [(PRINCIPAL, p) for p in range(partitions)]  # broadcast
