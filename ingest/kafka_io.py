@@ -203,11 +203,11 @@ class BackPressure:
     Bounded memory under skew: with event-time alignment, a partition ahead of the others holds its
     records until the lagging ones catch up, and over a backlog that can be all of them. Paused, it is
     not fetched; the others are, the release point moves, the buffer drains, and it is resumed. A
-    partition no longer assigned is forgotten (a rebalance clears pauses)."""
+    partition's pause is read from the consumer, not remembered: kafka-python keeps the pause of a partition
+    kept across a rebalance, and a copy of the set here lost it, leaving that partition unfetched."""
 
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer
-        self.paused: set[Any] = set()
         self.pauses = 0  # partitions paused so far (a figure for the worker's summary)
 
     def before_poll(self) -> None:
@@ -223,20 +223,18 @@ class BackPressure:
         parked."""
         fetcher = getattr(self.consumer, "_fetcher", None)
         parked = getattr(fetcher, "_paused_partition_records", None)
-        if parked and any(tp not in self.paused for tp in parked):
+        if parked and any(tp not in self.consumer.paused() for tp in parked):
             current = fetcher._next_partition_records  # type: ignore[union-attr]
             if current is not None and not current:
                 fetcher._next_partition_records = None  # type: ignore[union-attr]
 
     def apply(self, full: Iterable[Any], roomy: Iterable[Any]) -> None:
         assigned = set(self.consumer.assignment())
-        self.paused &= assigned
-        newly = {tp for tp in full if tp in assigned} - self.paused
+        paused = set(self.consumer.paused())
+        newly = {tp for tp in full if tp in assigned} - paused
         if newly:
             self.consumer.pause(*newly)
-            self.paused |= newly
             self.pauses += len(newly)
-        drained = {tp for tp in roomy if tp in self.paused}
+        drained = {tp for tp in roomy if tp in paused}
         if drained:
             self.consumer.resume(*drained)
-            self.paused -= drained

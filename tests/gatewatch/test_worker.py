@@ -103,6 +103,9 @@ class FakeConsumer:
 
     def resume(self, *tps: TopicPartition) -> None: ...
 
+    def paused(self) -> set[TopicPartition]:
+        return set()
+
     def close(self) -> None: ...
 
 

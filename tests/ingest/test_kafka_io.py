@@ -77,16 +77,19 @@ class PausingConsumer(Consumer):
     def __init__(self, tps: list[TopicPartition]) -> None:
         super().__init__({})
         self.assigned = list(tps)
-        self.paused: set[TopicPartition] = set()
+        self.paused_set: set[TopicPartition] = set()  # kafka-python keeps a kept partition's pause
         self._fetcher = type("Fetcher", (), {})()
         self._fetcher._paused_partition_records = {}
         self._fetcher._next_partition_records = None
 
     def pause(self, *tps: TopicPartition) -> None:
-        self.paused |= set(tps)
+        self.paused_set |= set(tps)
 
     def resume(self, *tps: TopicPartition) -> None:
-        self.paused -= set(tps)
+        self.paused_set -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return self.paused_set & set(self.assigned)
 
 
 class Batch:
@@ -104,15 +107,29 @@ def test_back_pressure_pauses_full_partitions_and_resumes_drained_ones() -> None
     consumer = PausingConsumer([p0, p1])
     bp = BackPressure(consumer)
     bp.apply(full=[p0, p2], roomy=[p1])  # p2 is not ours: never paused
-    assert consumer.paused == {p0} and bp.paused == {p0} and bp.pauses == 1
+    assert consumer.paused() == {p0} and bp.pauses == 1
     bp.apply(full=[p0], roomy=[p1])  # still full: not paused twice
     assert bp.pauses == 1
     bp.apply(full=[], roomy=[p0, p1])
-    assert consumer.paused == set() and bp.paused == set()
+    assert consumer.paused() == set()
     bp.apply(full=[p1], roomy=[])
     consumer.assigned = [p0]  # a rebalance took p1 (and its pause) away
     bp.apply(full=[], roomy=[])
-    assert bp.paused == set()
+    assert consumer.paused() == set()
+
+
+def test_a_partition_kept_paused_across_a_rebalance_is_resumed_when_it_drains() -> None:
+    """kafka-python keeps the pause of a partition kept across a rebalance; a step that ran while the
+    assignment was empty must not make back-pressure forget it (it would never be fetched again)."""
+    p0 = TopicPartition("a", 0)
+    consumer = PausingConsumer([p0])
+    bp = BackPressure(consumer)
+    bp.apply(full=[p0], roomy=[])
+    consumer.assigned = []  # mid-rebalance
+    bp.apply(full=[], roomy=[])
+    consumer.assigned = [p0]  # kept, still paused in the client
+    bp.apply(full=[], roomy=[p0])
+    assert consumer.paused() == set()
 
 
 def test_before_poll_unparks_a_resumed_partition_behind_an_emptied_batch() -> None:
