@@ -65,8 +65,12 @@ class IngestStage:
         self.peak_buffered = 0
         self._gained: list[Any] = []  # partitions assigned in the last poll, to position before use
         # Unpublished records of a partition taken away were not committed: its next owner reads them.
-        consumer.subscribe(topics=list(topics), listener=RebalanceHooks(revoked=self.aligner.revoke,
-                                                                        assigned=self._assigned))
+        self.hooks = RebalanceHooks(revoked=self.aligner.revoke, assigned=self._assigned)
+        consumer.subscribe(topics=list(topics), listener=self.hooks)
+
+    def rebalancing(self) -> bool:
+        """Without partitions, or in a rebalance (revoked, not yet assigned again)."""
+        return self.hooks.rebalancing or not self.hooks.owned
 
     def _assigned(self, assigned: list[Any]) -> None:
         self.aligner.assign(assigned)
@@ -86,11 +90,12 @@ class IngestStage:
 
     def step(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> int:
         """Buffer one polled batch, publish what is aligned, commit it; returns how many records it held."""
-        assigned, polled = still_assigned(self.consumer, polled)
+        owned = self.hooks.owned
+        polled = still_assigned(owned, polled)
         if self._gained:  # buffered records of a rebalance were dropped: read from the committed offset
             gained, self._gained = self._gained, []
             # only those still ours (a later rebalance may have taken some back)
-            committed, starts = start_offsets(self.consumer, [tp for tp in gained if tp in assigned],
+            committed, starts = start_offsets(self.consumer, [tp for tp in gained if tp in owned],
                                               should_stop=self.stopping)
             polled = position_gained(self.consumer, {**committed, **starts}, polled)
         for tp, messages in polled.items():
@@ -98,7 +103,7 @@ class IngestStage:
                 raw = m.value if m.value is not None else b""
                 item = self.decoder.decode_one(raw, Source(m.topic, m.partition, m.offset))
                 self.aligner.add(tp, m.offset, None if isinstance(item, DeadLetter) else item.ts, item)
-        for tp, done in caught_up(self.consumer, self._unknown_since, self.clock()).items():
+        for tp, done in caught_up(self.consumer, owned, self._unknown_since, self.clock()).items():
             self.aligner.set_caught_up(tp, done)
         items, commits = self.aligner.release(everything=everything)
         # Events and watermarks in the same frames: one round trip, every send acknowledged before the
@@ -133,7 +138,7 @@ class IngestStage:
     def source_watermarks(self, *, everything: bool = False) -> Marks:
         """Per owned input partition: (event time published up to, idle). Everything at or before the
         aligner's release point has been published; a caught-up partition holding nothing is idle."""
-        progress = self.aligner.progress(list(self.consumer.assignment()), everything=everything)
+        progress = self.aligner.progress(list(self.hooks.owned), everything=everything)
         return {source_name(tp.topic, tp.partition): mark for tp, mark in progress.items()}
 
     def _marks_due(self, published: bool, *, everything: bool) -> Marks | None:

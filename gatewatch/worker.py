@@ -130,8 +130,8 @@ class Worker:
         self._unknown_since: dict[Any, float] = {}
         self._last_report = float("-inf")
         self.stop_flag = stop if stop is not None else StopFlag()
-        consumer.subscribe(topics=list(topics), listener=RebalanceHooks(revoked=self._revoked,
-                                                                        assigned=self._assigned))
+        self.hooks = RebalanceHooks(revoked=self._revoked, assigned=self._assigned)
+        consumer.subscribe(topics=list(topics), listener=self.hooks)
 
     def _revoked(self, revoked: list[Any]) -> None:
         # Released records were committed at the end of their step; what is still buffered was not:
@@ -141,6 +141,10 @@ class Worker:
     def _assigned(self, assigned: list[Any]) -> None:
         self.aligner.assign(assigned)
         self.to_warm_up.extend(assigned)  # positioned after the poll returns (`warm_up`)
+
+    def rebalancing(self) -> bool:
+        """Without partitions, or in a rebalance (revoked, not yet assigned again)."""
+        return self.hooks.rebalancing or not self.hooks.owned
 
     def stop(self, *_: Any) -> None:
         self.stop_flag.set()
@@ -162,7 +166,7 @@ class Worker:
             polled = self._ask(lambda: self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
             self.process(polled)
             if not self.last_polled and not self.last_released and not fed:
-                if not self.consumer.assignment() or (self.joining is not None and self.joining()):
+                if self.rebalancing() or (self.joining is not None and self.joining()):
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
                     lag = sum(self.lag().values())
@@ -188,11 +192,12 @@ class Worker:
 
     def process(self, polled: dict[Any, list[Any]], *, everything: bool = False) -> None:
         """One step: buffer what was polled, release what is aligned, write it durably, commit."""
-        assigned, polled = still_assigned(self.consumer, polled)
+        owned = self.hooks.owned
+        polled = still_assigned(owned, polled)
         if self.to_warm_up:
             gained, self.to_warm_up = self.to_warm_up, []
             # only those still ours (a later rebalance may have taken some back)
-            polled = self.warm_up([tp for tp in gained if tp in assigned], polled)
+            polled = self.warm_up([tp for tp in gained if tp in owned], polled)
         self.last_polled = 0
         for tp, messages in polled.items():
             warm_until = self._warm_until.get(tp, -1)
@@ -316,7 +321,7 @@ class Worker:
         self._maybe_report(force=True)
 
     def _update_caught_up(self) -> None:
-        for tp, done in caught_up(self.consumer, self._unknown_since, self.clock()).items():
+        for tp, done in caught_up(self.consumer, self.hooks.owned, self._unknown_since, self.clock()).items():
             self.aligner.set_caught_up(tp, done)
 
     def _flow_control(self) -> None:

@@ -8,7 +8,9 @@ itself is ingest/delivery.py. Nothing here decodes or detects.
 
 kafka-python 3.0.12 quirks this module works around: a seek right after a fetch sometimes left the
 partition never fetched again (`position_gained` seeks only where it must); `position()` may need a
-metadata round trip, which fails in an outage (`known_position` answers None then).
+metadata round trip, which fails in an outage (`known_position` answers None then); a join that finished
+between two polls was thrown away, so a consumer polled with a short timeout never completed a rebalance
+(`make_consumer` installs the fix: ingest/kafka_patches.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from kafka.errors import KafkaError
 
 from ingest.delivery import GROUP_MOVED, is_transient, until_done
 from ingest.errors import GatewatchError
+from ingest.kafka_patches import keep_finished_joins
 
 # A partition whose end is still unknown (no fetch answer yet) stops holding the others back after this.
 UNKNOWN_HIGHWATER_GRACE_SECONDS = 5.0
@@ -31,6 +34,7 @@ UNKNOWN_HIGHWATER_GRACE_SECONDS = 5.0
 def make_consumer(kafka: Any, *, group_id: str | None = None, client_id: str = "gatewatch-worker") -> KafkaConsumer:
     """A consumer of `group_id` (default: the workers' group) with manual commits; the owner subscribes
     it with its rebalance listener (`RebalanceHooks`)."""
+    keep_finished_joins()
     return KafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         group_id=kafka.group_id if group_id is None else group_id,
@@ -69,17 +73,33 @@ def wait_for_topics(consumer: Any, topics: Iterable[str], timeout: float = 30.0,
 class RebalanceHooks(ConsumerRebalanceListener):
     """A rebalance told to its owner. Both run inside the client's event loop, where blocking calls
     (committed offsets, the time index) are not allowed: the owner positions gained partitions after
-    the poll returns (`start_offsets`, `position_gained`)."""
+    the poll returns (`start_offsets`, `position_gained`).
+
+    `rebalancing`: between a revocation and the assignment that ends the rebalance. Meanwhile the client
+    still lists the old partitions as assigned (pending revocation: not fetched, their lag unknown), so an
+    owner that judged idleness by `assignment()` could stop in the middle of a rebalance with records
+    nobody reads. `owned`: the partitions of the last assignment not revoked since — what the owner may
+    buffer, commit and wait for; `assignment()` would bring a partition pending revocation back into an
+    aligner as an empty ghost that holds the release point at minus infinity."""
 
     def __init__(self, *, revoked: Callable[[list[Any]], None], assigned: Callable[[list[Any]], None]) -> None:
         self._revoked = revoked
         self._assigned = assigned
+        self.rebalancing = True  # until the first assignment
+        self.owned: set[Any] = set()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.rebalancing = True
+        self.owned.difference_update(revoked)
         self._revoked(list(revoked))
 
+    def on_partitions_lost(self, lost: Any) -> None:  # evicted from the group: the same, for us
+        self.on_partitions_revoked(lost)
+
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.owned.update(assigned)
         self._assigned(list(assigned))
+        self.rebalancing = False
 
 
 def known_position(consumer: Any, tp: Any) -> int | None:
@@ -92,11 +112,11 @@ def known_position(consumer: Any, tp: Any) -> int | None:
         raise
 
 
-def caught_up(consumer: Any, unknown_since: dict[Any, float], now: float) -> dict[Any, bool]:
-    """Per assigned partition: read up to its high watermark? A partition whose end is not known yet
+def caught_up(consumer: Any, tps: Iterable[Any], unknown_since: dict[Any, float], now: float) -> dict[Any, bool]:
+    """Per partition of `tps`: read up to its high watermark? A partition whose end is not known yet
     counts as behind, for at most UNKNOWN_HIGHWATER_GRACE_SECONDS (`unknown_since` remembers since when)."""
     out: dict[Any, bool] = {}
-    for tp in consumer.assignment():
+    for tp in tps:
         high = consumer.highwater(tp)
         if high is None:
             since = unknown_since.setdefault(tp, now)
@@ -153,16 +173,15 @@ def position_gained(consumer: Any, targets: dict[Any, int], polled: dict[Any, li
     return kept
 
 
-def still_assigned(consumer: Any, polled: dict[Any, list[Any]]) -> tuple[set[Any], dict[Any, list[Any]]]:
-    """(the consumer's assignment, `polled` without the records of partitions no longer in it).
+def still_assigned(owned: set[Any], polled: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+    """`polled` without the records of partitions no longer `owned` (RebalanceHooks.owned).
 
     A rebalance that finishes after records were fetched (kafka-python 3 rebalances on its own thread)
     hands their partition to a new owner, which reads them. Buffered here, they would bring the partition
     back into the aligner, where it would hold the release point at its last event time forever."""
-    assigned = set(consumer.assignment())
-    if all(tp in assigned for tp in polled):
-        return assigned, polled
-    return assigned, {tp: msgs for tp, msgs in polled.items() if tp in assigned}
+    if all(tp in owned for tp in polled):
+        return polled
+    return {tp: msgs for tp, msgs in polled.items() if tp in owned}
 
 
 def commit_offsets(consumer: Any, commits: dict[Any, int], *, should_stop: Callable[[], bool]) -> bool:

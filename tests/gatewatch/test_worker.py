@@ -266,3 +266,106 @@ def test_records_of_a_partition_revoked_meanwhile_are_left_to_its_new_owner(sett
     # went back to Kafka); never the stale ones returned after it
     assert 4 <= sum(r.events for r in sink.results) <= 4 + 3
     assert all(tp.partition == 0 for tp in worker.aligner._parts)  # no ghost of p1 holding time back
+
+
+class SlowRejoinConsumer(FakeConsumer):
+    """A rebalance over two polls, as kafka-python 3 does it: the first revokes everything and returns
+    nothing, while `assignment()` still lists the old partitions (pending revocation); the second ends it,
+    assigning partition 0 only."""
+
+    def __init__(self, log: list[tuple]) -> None:
+        super().__init__(log)
+        self.polls = 0
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Msg]]:
+        self.polls += 1
+        if self.polls == 2:
+            self.listener.on_partitions_revoked(list(self.assigned))
+            return {}
+        if self.polls == 3:
+            self.assigned = [self.tps[0]]
+            self.listener.on_partitions_assigned([self.tps[0]])
+        return super().poll(timeout_ms)
+
+
+def test_a_partition_pending_revocation_leaves_no_ghost_that_holds_time_back(settings, validator, minter) -> None:
+    log: list[tuple] = []
+    consumer, sink = SlowRejoinConsumer(log), ListSink(log)
+    values = nonce_records(minter)[:8]
+    for i, value in enumerate(values):
+        consumer.add(i % 2, value)  # p0: records 0, 2, 4, 6; p1: 1, 3, 5, 7 (p1 never fully read: behind)
+    worker = make_worker(settings, validator, consumer, sink)
+    assert worker.rebalancing()  # not joined yet
+    for _ in range(5):  # no drain at the end: what is released here, the aligner let through on its own
+        worker.process(consumer.poll())
+    assert not worker.rebalancing()
+    assert all(tp.partition == 0 for tp in worker.aligner._parts)  # p1, pending revocation, was not brought back
+    # p0's four records all released (the first step's p1 records went back to Kafka with the revocation)
+    assert worker.aligner.buffered() == 0 and worker.records >= 4
+
+
+class PausingConsumer(FakeConsumer):
+    """Honours pause/resume: a paused partition is not fetched."""
+
+    def __init__(self, log: list[tuple]) -> None:
+        super().__init__(log)
+        self.paused_tps: set[TopicPartition] = set()
+
+    def add_frame(self, partition: int, frame: bytes) -> None:
+        self.add(partition, frame)
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Msg]]:
+        out = super().poll(timeout_ms)
+        for tp in self.paused_tps & set(out):  # not fetched: give the records back
+            self.positions[tp] -= len(out.pop(tp))
+        return out
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_tps.update(tps)
+        self.log.append(("pause", sorted(tp.partition for tp in tps)))
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_tps.difference_update(tps)
+        self.log.append(("resume", sorted(tp.partition for tp in tps)))
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_tps)
+
+
+def test_a_detect_loop_pauses_a_partition_that_waits_for_another_ones_watermark(settings, validator, minter) -> None:
+    """Watermark mode (a keyed worker's detect loop). Re-keyed partition 0 holds events of source s0 up to
+    T0 + 9, but on it source s1 has only reached T0; partition 1 is further behind (s0 at T0 − 100), so
+    partition 0 does not hold the release point and its full buffer is paused. Once partition 1's s0 mark
+    moves on, partition 0 holds the point: resumed, read on (its later frame carries s1's mark), drained."""
+    from ingest.routing import EVENTS, PRINCIPAL, FramePacker, decode_frame
+    from gatewatch.worker import keyed_reader
+
+    log: list[tuple] = []
+    consumer, sink = PausingConsumer(log), ListSink(log)
+    pipeline = Pipeline.from_settings(settings, validator, partition=PRINCIPAL)
+    packer = FramePacker(events_partitions=2, keyed_partitions=1, side_kinds=frozenset())
+
+    def frame(events: list, marks: dict) -> bytes:
+        frames = [f for stream, _, f in packer.pack(events, marks) if stream == EVENTS]
+        return next(f for f in frames if decode_frame(f).entries) if events else frames[0]
+
+    tok = minter.mint({"sub": "alice", "client_id": "spa", "exp": T0 + 3600, "iat": T0})
+    events = [pipeline.decode_one(raw(access(f"e{i}", T0 + i, token=tok, nonce=f"n{i}")), None) for i in range(10)]
+    consumer.add_frame(1, frame([], {"s0": (T0 - 100, False), "s1": (T0 + 1000, False)}))
+    consumer.add_frame(0, frame([], {"s1": (T0, False)}))
+    for i, event in enumerate(events):
+        consumer.add_frame(0, frame([event], {"s0": (T0 + i, False)}))
+    consumer.add_frame(0, frame([], {"s1": (T0 + 1000, False)}))
+    worker = Worker(consumer=consumer, topics=[TOPIC], pipeline={PRINCIPAL: pipeline}, reader=keyed_reader(TOPIC),
+                    watermark_sources=frozenset({"s0", "s1"}), sinks=[sink], clock=Clock(),
+                    options=WorkerOptions(idle_exit_seconds=2.0, max_buffered_per_partition=4))
+    for _ in range(4):
+        worker.process(consumer.poll())
+    assert ("pause", [0]) in log and worker.records == 0  # full, not holding the point back: paused
+    assert worker.aligner.buffered() <= 4 + 3  # the cap plus one poll (3 records here)
+    consumer.add_frame(1, frame([], {"s0": (T0 + 1000, False)}))
+    for _ in range(6):
+        worker.process(consumer.poll())
+    assert ("resume", [0]) in log
+    assert worker.records == 10 and worker.aligner.buffered() == 0  # every event, none left behind
+    assert worker.back_pressure.pauses == 1

@@ -65,12 +65,12 @@ def test_lag_and_caught_up_say_unknown_while_the_end_or_position_is_not_known() 
     c.assign([a, b])
     assert lag(c) == {a: 6, b: None}
     since: dict[Any, float] = {}
-    assert caught_up(c, since, now=100.0) == {a: False, b: False}
-    assert caught_up(c, since, now=106.0)[b] is True  # an end unknown for longer than the grace: not holding back
+    assert caught_up(c, [a, b], since, now=100.0) == {a: False, b: False}
+    assert caught_up(c, [a, b], since, now=106.0)[b] is True  # an end unknown for longer than the grace: not holding back
     c.positions[a] = 10
-    assert caught_up(c, since, now=107.0)[a] is True
+    assert caught_up(c, [a, b], since, now=107.0)[a] is True
     c.broker_away = True  # position() needs the broker: not known, so neither lag nor caught up
-    assert lag(c)[a] is None and caught_up(c, since, now=108.0)[a] is False
+    assert lag(c)[a] is None and caught_up(c, [a, b], since, now=108.0)[a] is False
 
 
 class PausingConsumer(Consumer):

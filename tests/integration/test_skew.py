@@ -6,8 +6,8 @@ two hours of event time, so the sparse partitions race ahead (each fetch covers 
 and, uncapped, sit in the buffer. With `[kafka] max_buffered_per_partition` = 100 the worker pauses
 them and resumes them as the buffer drains (ingest.kafka_io.BackPressure).
 
-Asserted, through the real broker, for the one-process run and a keyed worker (both of its loops): the
-capped run pauses partitions, never holds more than the cap plus
+Asserted, through the real broker, for the one-process run and a keyed worker's ingest loop: the capped
+run pauses partitions, never holds more than the cap plus
 one poll per partition, processes every record (none left unread: a resumed partition is fetched again),
 and raises exactly the uncapped run's alerts — among them a use of a revoked token, which only an
 event-time-ordered run catches (the revocation is on another topic, 100 s before the use).
@@ -99,6 +99,9 @@ def test_a_skewed_backlog_stays_within_the_cap_and_loses_nothing(tmp_path: Path,
     pair, pair_alerts = run(cfg, kafka_env, "pair", CAP, "--workers", "2")
     print(f"\nskew: capped {capped}\nuncapped {free}\nkeyed {keyed}\ntwo workers {pair}")
     assert pair["records"] >= len(records) and pair["lag_at_exit"] == 0, pair  # at least once, all read
+    # ... and every event through detection at least once (a worker that stopped mid-rebalance, its
+    # partitions pending revocation and their lag unknown, once left a quarter of them unprocessed)
+    assert pair["events"] >= len(records), pair
     assert pair_alerts == free_alerts
 
     for summary in (capped, free, keyed):
@@ -110,6 +113,10 @@ def test_a_skewed_backlog_stays_within_the_cap_and_loses_nothing(tmp_path: Path,
     assert capped["peak_buffered"] <= bound, capped
     assert free["peak_buffered"] > bound, free  # the skew does fill an uncapped buffer: the cap was needed
     assert keyed["ingest_pauses"] > 0 and keyed["ingest_peak_buffered"] <= bound, keyed
-    assert keyed["pauses"] > 0, keyed  # its detect loop paused re-keyed partitions too, and still finished
+    # A keyed worker's detect loop need not pause here: one worker's own frames carry every source's
+    # watermark, so it releases what it reads; two workers' loops wait for each other's marks, but whether
+    # a buffer reaches the cap depends on how their steps interleave. tests/gatewatch/test_worker.py pauses
+    # and resumes a detect loop deterministically.
+    assert keyed["peak_buffered"] <= bound, keyed
     assert capped_alerts == free_alerts == keyed_alerts
     assert any(" token.revoked_use subject:user-1-3" in a for a in capped_alerts), capped_alerts
