@@ -39,6 +39,7 @@ kafka-stop:
 bench: setup
 	deploy/kafka/kafka.sh start
 	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/replay_jobs.py
 	$(BIN)/python bench/end_to_end.py
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/anomaly.py

@@ -36,7 +36,9 @@ def _short(value: str) -> str:
 class NonceReplayDetector:
     name: ClassVar[str] = "replay.nonce"
     settings_key: ClassVar[str] = "replay_nonce"
-    partition_by: ClassVar[tuple[str, ...]] = ("principal", "nonce")  # single-use tokens by principal, nonces by value
+    # nonces by value, single-use tokens by principal; in the order `observe` raises them (replay --jobs
+    # merges the streams' signals back in this order)
+    partition_by: ClassVar[tuple[str, ...]] = ("nonce", "principal")
     reads: ClassVar[tuple[str, ...]] = ("access", "access.valid", "access.invalid")
 
     def __init__(self, *, window_seconds: float = 300.0, max_evidence: int = 20, nonces: bool = True,

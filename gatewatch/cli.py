@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--from-topic", metavar="T", help="replay Kafka topic T instead of files")
     replay.add_argument("--since", metavar="TS", help="with --from-topic: RFC 3339 start (inclusive)")
     replay.add_argument("--until", metavar="TS", help="with --from-topic: RFC 3339 end (exclusive)")
+    replay.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="detect on N processes (files only); the same alerts as one")
 
     train = add("train", help="fit the anomaly model on historical events")
     train.add_argument("paths", nargs="+", metavar="PATH", help="JSONL files (.gz ok, - for stdin)")

@@ -150,7 +150,12 @@ def _follow_kafka(settings: Settings, store: Any) -> tuple[Any, Any]:
 def _replay(args: argparse.Namespace, settings: Settings) -> Any:
     from gatewatch.replay import read_jsonl, read_topic_range, replay
 
+    if getattr(args, "jobs", 1) < 1:
+        raise ConfigError("--jobs must be 1 or more")
+
     if args.from_topic:
+        if getattr(args, "jobs", 1) > 1:
+            raise ConfigError("--jobs needs files: a topic range is read in no repeatable order")
         if args.paths:
             raise ConfigError("give PATHs or --from-topic, not both")
         if not args.since:
@@ -163,6 +168,13 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
         for p in args.paths:
             if p != "-" and not Path(p).is_file():
                 raise ConfigError(f"no such file: {p}")
+        jobs = getattr(args, "jobs", 1)
+        if jobs > 1:
+            from gatewatch.replay_jobs import replay_jobs
+
+            if "-" in args.paths:
+                raise ConfigError("--jobs needs files: each job reads the input itself (not stdin)")
+            return replay_jobs(settings, list(args.paths), jobs)
         records = read_jsonl(args.paths)
     pipeline = _pipeline(settings)
     freeze_start_up()

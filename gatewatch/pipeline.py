@@ -8,7 +8,7 @@ It does no I/O: sinks (Kafka, SQLite, files) are the caller's business. Its cloc
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -153,12 +153,34 @@ class Pipeline:
         result = BatchResult(events=len(events))
         changed: dict[str, None] = {}
         risk: dict[tuple[str, str, str], RiskUpdate] = {}
+
+        def score(signal: Signal, *_: Any) -> None:
+            if warmup:
+                self._remember(signal)
+            else:
+                self._signal(signal, result, changed, risk)
+
+        result.late_events = self._detect(sorted(events, key=_by_time), score, result, warmup=warmup)
+        if self.behaviour is not None:
+            self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
+            for signal in self.behaviour.flush(self.watermark):
+                score(signal)
+        if warmup:
+            self.stats.warmup_events += len(events)
+            self._expire()
+            return BatchResult(late_events=result.late_events)
+        return self._close_batch(result, changed, risk, len(events))
+
+    def _detect(self, ordered: Sequence[Event], emit: Callable[[Signal, int, str], None], result: BatchResult,
+                *, warmup: bool = False) -> int:
+        """Every detector over `ordered` (in event-time order); each signal to `emit(signal, position of
+        its event, detector name)`. Returns how many events came later than the watermark."""
         # per event class, the detectors that read it
         steps_for = {c: [(d.observe, self.stores[d.name], d.name) for d in self.detectors if c in reads(d)]
                      for c in EVENT_CLASSES}
         watermark = self.watermark
         late = 0
-        for event in sorted(events, key=_by_time):
+        for i, event in enumerate(ordered):
             steps = steps_for[event_class(event)]
             ts = event.ts
             if ts < watermark:
@@ -176,42 +198,73 @@ class Pipeline:
                     continue
                 for signal in found:
                     try:
-                        if warmup:
-                            self._remember(signal)
-                        else:
-                            self._signal(signal, result, changed, risk)
+                        emit(signal, i, name)
                     except Exception as exc:  # nor may a bug in risk or alert building
                         if not warmup:
                             self._dead_letter(event, result, f"scoring a {signal.type} signal raised "
                                               f"{type(exc).__name__}: {exc}", "scoring_error")
-        result.late_events = late
-        if self.behaviour is not None:
-            self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
-            for signal in self.behaviour.flush(self.watermark):
-                if warmup:
-                    self._remember(signal)
-                else:
-                    self._signal(signal, result, changed, risk)
-        if warmup:
-            self.stats.warmup_events += len(events)
-            self._expire()
-            return BatchResult(late_events=result.late_events)
+        return late
+
+    def _close_batch(self, result: BatchResult, changed: dict[str, None],
+                     risk: dict[tuple[str, str, str], RiskUpdate], events: int) -> BatchResult:
+        """The end of a scored batch: risk decay, the alerts it changed, state expiry."""
         self._refresh_risk(risk)
         result.alerts = [self.alerts.get(aid) for aid in changed]
         result.risk = list(risk.values())
-        self.stats.events += len(events)
+        self.stats.events += events
         self.stats.late_events += result.late_events
         self._expire()
         return result
 
-    def finish(self) -> BatchResult:
-        """End of a finite stream (a replay): close every open behaviour window and score it."""
-        result = BatchResult()
-        if self.behaviour is None:
-            return result
+    # -- detection and scoring apart: `gatewatch replay --jobs N` (gatewatch/replay_jobs.py) -------------
+    def detect_share(self, ordered: Sequence[Event], positions: Sequence[int], arrival: Sequence[Event],
+                     batch_max_ts: float) -> tuple[list[tuple[int, str, Signal]], list[Signal], BatchResult]:
+        """Detection only, on this pipeline's share of a batch: `ordered` (event-time order) with each
+        event's position in the whole batch's order, `arrival` the same share in arrival order. Its state
+        expires on the whole batch's event time (`batch_max_ts`), as if it had seen every event.
+
+        Returns the detectors' signals as (position, detector name, signal), the behaviour model's, and the
+        batch's dead letters (detector errors)."""
+        result = BatchResult(events=len(ordered))
+        found: list[tuple[int, str, Signal]] = []
+        result.late_events = self._detect(ordered, lambda s, i, name: found.append((positions[i], name, s)),
+                                          result)
+        self.max_event_time = max(self.max_event_time, batch_max_ts)
+        model: list[Signal] = []
+        if self.behaviour is not None:
+            self.behaviour.observe(arrival)
+            model = self.behaviour.flush(self.watermark)
+        for _, _, signal in found:
+            self.stats.signals[signal.type] += 1
+        for signal in model:
+            self.stats.signals[signal.type] += 1
+        self.stats.events += len(ordered)
+        self._expire()
+        return found, model, result
+
+    def score_batch(self, signals: Iterable[Signal], batch_max_ts: float, events: int) -> BatchResult:
+        """Scoring only: a batch's signals, already in the order one pipeline would have raised them, into
+        risk and alerts; then what `process_events` does at the end of a batch."""
+        result = BatchResult(events=events)
         changed: dict[str, None] = {}
         risk: dict[tuple[str, str, str], RiskUpdate] = {}
-        for signal in self.behaviour.flush(float("inf")):
+        for signal in signals:
+            self._signal(signal, result, changed, risk)
+        self.max_event_time = max(self.max_event_time, batch_max_ts)
+        return self._close_batch(result, changed, risk, events)
+
+    def finish(self) -> BatchResult:
+        """End of a finite stream (a replay): close every open behaviour window and score it."""
+        if self.behaviour is None:
+            return BatchResult()
+        return self.score_final(self.behaviour.flush(float("inf")))
+
+    def score_final(self, signals: Iterable[Signal]) -> BatchResult:
+        """The behaviour model's signals of the windows closed at the end of a finite stream, scored."""
+        result = BatchResult()
+        changed: dict[str, None] = {}
+        risk: dict[tuple[str, str, str], RiskUpdate] = {}
+        for signal in signals:
             self._signal(signal, result, changed, risk)
         result.alerts = [self.alerts.get(aid) for aid in changed]
         result.risk = list(risk.values())

@@ -64,3 +64,19 @@ def test_alerts_are_those_recorded_before_the_rewrite(settings, records):
                                        "traffic.rate_limit", "traffic.ip_not_allowed"}
     for g, e in zip(got, expected_alerts, strict=True):
         assert g == e, g["id"]
+
+
+def test_replay_on_three_jobs_gives_exactly_the_recorded_alerts(settings, records, tmp_path):
+    """`replay --jobs 3` (gatewatch/replay_jobs.py): detection split by key over three processes, scoring
+    merged back in one pipeline's order: every alert the same, field for field."""
+    from gatewatch.replay_jobs import replay_jobs
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(line for line, _ in records) + b"\n")
+    result = replay_jobs(settings, [str(path)], 3)
+    assert result.events == len(records) and not result.dead_letters
+    got = sorted((json.loads(a.model_dump_json()) for a in result.alerts.values()), key=lambda a: a["id"])
+    expected_alerts = expected()
+    assert [a["id"] for a in got] == [a["id"] for a in expected_alerts]
+    for g, e in zip(got, expected_alerts, strict=True):
+        assert g == e, g["id"]
