@@ -5,7 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test unit kafka-start kafka-stop bench clean
+.PHONY: setup system-deps demo test unit kafka-start kafka-stop bench clean
+
+# Java, Maven (and for the tests Chromium): installed from Debian when possible, else one line on what
+# is missing and how to install it (deploy/system-deps.sh; .ci/run uses the same script).
+SYSTEM_DEPS_FOR := demo
+test: SYSTEM_DEPS_FOR := test
+system-deps:
+	@deploy/system-deps.sh $(SYSTEM_DEPS_FOR)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
 	deploy/kafka/kafka.sh fetch
 
 demo: setup

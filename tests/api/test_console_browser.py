@@ -388,6 +388,22 @@ def test_console_entity_risk_overview(server: Server, open_page: Any, creds: dic
     assert values[:2] == ["globex-mallory", "user-1"]  # riskiest first
 
 
+def test_a_single_risk_point_gets_an_hour_of_time_axis(server: Server, open_page: Any,
+                                                       creds: dict[str, str]) -> None:
+    """One December value once drew an axis of years: uPlot stretches a zero-width range. globex-mallory has
+    one risk row: its chart draws, and the console's axis range is an hour around that instant."""
+    page, _ = open_page()
+    sign_in(page, creds["analyst"])
+    page.goto("/#/entities/client/globex-mallory")
+    expect(page.locator(".chart-box .uplot canvas")).to_have_count(1)
+    spans = page.evaluate("""async () => {
+        const { xRange } = await import("/console/js/chart.js");
+        const t = Date.parse("2026-12-03T10:00:00Z") / 1000;
+        return [xRange(t, t), xRange(t - 600, t)].map(([a, b]) => b - a);
+    }""")
+    assert spans == [3600, 600]  # a lone instant: an hour around it; a real span: as it is
+
+
 def test_console_live_updates(server: Server, open_page: Any, creds: dict[str, str]) -> None:
     """Needs GET /v1/alerts/stream: new and changed alerts reach the open queue without a reload."""
     page, _ = open_page()

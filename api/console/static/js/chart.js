@@ -18,6 +18,13 @@ export function seriesOf(history) {
   return { tenants, data: [xs, ...ys] };
 }
 
+/** The time axis's span: the data's, or an hour around a lone instant — left to itself, uPlot spreads a
+ * single point's zero-width range over years. */
+export function xRange(min, max) {
+  if (min == null || max == null || min !== max) return [min, max];
+  return [min - 1800, max + 1800];
+}
+
 /** Draw into `container`; returns a destroy() for the view's cleanup. */
 export function riskChart(container, history) {
   const { tenants, data } = seriesOf(history);
@@ -37,7 +44,7 @@ export function riskChart(container, history) {
     height: 220,
     // Times in UTC, like every other time in the console.
     tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
-    scales: { x: { time: true }, y: { range: [0, 100] } },
+    scales: { x: { time: true, range: (_u, min, max) => xRange(min, max) }, y: { range: [0, 100] } },
     axes: [{}, { label: "risk", size: 50 }],
     cursor: { drag: { x: true, y: false } },
     series: [
