@@ -35,7 +35,7 @@ test: setup
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q -m "not integration and not quality"
 
 kafka-start: setup
 	deploy/kafka/kafka.sh start && deploy/kafka/kafka.sh topics

@@ -109,10 +109,14 @@ class TestDetectorContract:
         assert isinstance(det_cls.name, str) and "." in det_cls.name
         assert isinstance(det_cls.settings_key, str)
 
-    def test_empty_input_gives_nothing(self, det_cls) -> None:
-        det = make(det_cls)
-        store = store_for(det)
-        assert observe_all(det, store, []) == [] and len(store) == 0
+    def test_its_state_expires_once_event_time_has_moved_past_it(self, det_cls, stream) -> None:
+        """Bounded memory: everything a detector keeps has an expiry on event time, so a watermark far
+        past the stream leaves its store empty (a key set without one would stay forever)."""
+        det, store = fresh(det_cls)
+        observe_all(det, store, stream)
+        assert len(store) > 0  # it did keep something about the stream ...
+        store.expire(stream[-1].ts + 10 * 365 * 86_400)
+        assert len(store) == 0  # ... and all of it expires
 
     def test_the_stream_gives_it_something_to_find(self, det_cls, stream) -> None:
         det = make(det_cls)

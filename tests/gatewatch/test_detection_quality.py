@@ -17,6 +17,8 @@ from detectors.traffic_ip_allowlist import route_allow_lists
 from gatewatch.simulate import ADMIN_ALLOWED_CIDRS, SimulationSpec, generate
 from tests.conftest import validator_for, write_config
 
+pytestmark = pytest.mark.quality  # simulated days: run by `make test`, left out of `make unit`
+
 RULE_TYPES = sorted(d.name for d in DETECTORS)
 
 

@@ -26,6 +26,8 @@ from scoring.anomaly import MANIFEST_FILE, MODEL_FILE, AnomalyModel
 from scoring.features import FEATURES
 from tests.conftest import write_config
 
+pytestmark = pytest.mark.quality  # simulated days: run by `make test`, left out of `make unit`
+
 RATE = 0.6  # events/s over the simulated day (~55,000 events a day); the same for history and tests
 DAY = 86_400.0
 
