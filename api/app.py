@@ -17,6 +17,7 @@ from api import console
 from api.auth import Authenticator
 from api.errors import BodyLimitMiddleware, RepeatedQueryMiddleware, install_error_handlers
 from api.follow import LocalTriage, Triage
+from api.head import HeadAsGetMiddleware
 from api.metrics import ApiMetrics
 from api.routes import alerts, entities, health, metrics, refuse_unknown_query, risk, stream
 from api.store import AlertStore
@@ -34,6 +35,9 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
         version="1",
         description="Alerts, triage and risk look-ups of the gatewatch security analytics pipeline.",
         dependencies=[Depends(refuse_unknown_query)],
+        # Starlette's slash redirect builds an absolute Location from the request's Host header, so a forged
+        # Host would be echoed; a path with a stray slash is a 404 like any other unknown path.
+        redirect_slashes=False,
     )
     app.state.api_settings = api_settings
     app.state.store = store
@@ -47,6 +51,7 @@ def create_app(*, api_settings: Any, store: AlertStore, authenticator: Authentic
     app.add_middleware(RepeatedQueryMiddleware)
     app.add_middleware(BodyLimitMiddleware,
                        max_body_bytes=int(getattr(api_settings, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)))
+    app.add_middleware(HeadAsGetMiddleware)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(stream.router)  # before alerts: /v1/alerts/stream is not /v1/alerts/{alert_id}

@@ -3,8 +3,10 @@
 Every request but health checks carries `Authorization: Bearer <credential>`. A credential shaped
 like a compact JWS (three dot-separated parts) is a bearer JWT, validated by `ingest.tokens.TokenValidator`
 against the `[api]` issuers, audience and JWKS, at the current wall-clock time (this is the API edge,
-not detection: there is no event time here). Anything else is an API key, looked up by its SHA-256
-hash in the `[api] api_keys` file with a constant-time comparison.
+not detection: there is no event time here); one issued (`iat`) further in the future than the
+validator's exp/nbf leeway is refused too. Anything else is an API key, looked up by its SHA-256 hash in
+the `[api] api_keys` file with a constant-time comparison. That file is looked at (stat) at most once a
+second, on a request, and re-read when it changed: a key removed from it stops working without a restart.
 
 A JWT names its scopes in `scope` (space-separated) and its tenants in `tenants` (a list; `["*"]` =
 every tenant). Credentials are never logged; refusals are logged with their verdict only.
@@ -112,20 +114,72 @@ def _str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+class ApiKeyFile:
+    """The `[api] api_keys` file, re-read when it changes so that a revoked key stops working.
+
+    `keys()` stats the file at most every `check_seconds` of `clock` and re-reads it when its mtime, size
+    or inode moved; it then holds what a restart would load (a missing file = no keys). A file a restart
+    would refuse (unreadable, invalid) keeps the last good keys and is logged once per change.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time, check_seconds: float = 1.0) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.check_seconds = check_seconds
+        self._stamp = self._stat()  # before the read: a change in between is seen at the next check
+        self._keys = tuple(load_api_keys(self.path))  # invalid at startup: an error, as before
+        self._checked = clock()
+        self._lock = threading.Lock()
+
+    def keys(self) -> tuple[ApiKey, ...]:
+        now = self.clock()
+        # A clock that went back (wall time is set) also means "look now", never "wait until it catches up".
+        if self._checked <= now < self._checked + self.check_seconds:
+            return self._keys
+        with self._lock:
+            if not self._checked <= now < self._checked + self.check_seconds:
+                self._checked = now
+                self._reload_if_changed()
+        return self._keys
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return (-1, -1, -1)  # unreadable: `load_api_keys` says why
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _reload_if_changed(self) -> None:
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            keys = tuple(load_api_keys(self.path))
+        except KeyMaterialError as exc:
+            log.warning("%s; keeping the %d API keys loaded before", exc, len(self._keys))
+            return
+        log.info("api keys file %s reloaded: %d keys (was %d)", self.path, len(keys), len(self._keys))
+        self._keys = keys
+
+
 class Authenticator:
     """Turns a presented credential into a `Principal`, or None when it is not valid."""
 
-    def __init__(self, *, api_keys: Iterable[ApiKey] = (), jwt_validator: TokenValidator | None = None,
+    def __init__(self, *, api_keys: Iterable[ApiKey] | ApiKeyFile = (), jwt_validator: TokenValidator | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.api_keys = tuple(api_keys)
+        self._api_keys = api_keys if isinstance(api_keys, ApiKeyFile) else tuple(api_keys)
         self.jwt_validator = jwt_validator
         self.clock = clock
         self._lock = threading.Lock()  # the validator's LRU is not thread-safe
 
     @classmethod
     def from_config(cls, api: Any, *, clock: Callable[[], float] = time.time) -> Authenticator:
-        """From the [api] section: `api_keys`, `jwks`, `issuers`, `audience` (missing files = none)."""
-        keys = load_api_keys(Path(api.api_keys))
+        """From the [api] section: `api_keys` (followed as it changes), `jwks`, `issuers`, `audience`
+        (missing files = none)."""
+        keys = ApiKeyFile(Path(api.api_keys), clock=clock)
         validator = None
         if Path(api.jwks).exists():
             # Bearer JWTs for the API are signed, not encrypted: no decryption keys, no JWE algorithms.
@@ -135,6 +189,10 @@ class Authenticator:
                                            typ=("JWT", "at+jwt", "application/at+jwt")),
                 issuers=api.issuers, audiences=[api.audience], cache_size=10_000)
         return cls(api_keys=keys, jwt_validator=validator, clock=clock)
+
+    @property
+    def api_keys(self) -> tuple[ApiKey, ...]:
+        return self._api_keys.keys() if isinstance(self._api_keys, ApiKeyFile) else self._api_keys
 
     def authenticate(self, credential: str) -> Principal | None:
         if not credential or len(credential) > _MAX_CREDENTIAL_CHARS:
@@ -158,10 +216,16 @@ class Authenticator:
         if self.jwt_validator is None:
             log.info("bearer JWT refused: no JWT issuer configured")
             return None
+        now = self.clock()
         with self._lock:
-            info = self.jwt_validator.check(credential, self.clock())
+            info = self.jwt_validator.check(credential, now)
         if not info.ok or info.claims is None:
             log.info("bearer JWT refused: %s (tfp %s)", info.verdict, info.tfp)
+            return None
+        # The validator judges iat only as the start of the lifetime; a token "issued" later than now is
+        # forged or from a broken clock, and would outlive the lifetime cap counted from now.
+        if info.iat is not None and info.iat > now + self.jwt_validator.leeway_seconds:
+            log.info("bearer JWT refused: issued in the future (tfp %s)", info.tfp)
             return None
         claims = info.claims
         scope = claims.get("scope", "")

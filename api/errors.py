@@ -9,8 +9,9 @@
 
 `install_error_handlers(app)` maps these, FastAPI's request validation errors (422 `validation_error`
 for bodies; 400 `bad_request` for query/path/header parameters), Starlette's HTTP exceptions (404 for
-unknown paths, 405, ...) and anything unexpected (500 `internal`) onto that one shape. No stack trace,
-exception text or echoed input ever reaches a client; unexpected errors are logged server-side.
+unknown paths, 405 with an `Allow` naming HEAD beside GET, ...) and anything unexpected (500 `internal`)
+onto that one shape. No stack trace, exception text or echoed input ever reaches a client; unexpected
+errors are logged server-side.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[bool, str]:
     errors = exc.errors()
     locs = [[str(p) for p in err.get("loc", ())] for err in errors]
     params_only = all(loc and loc[0] in _PARAM_LOCATIONS for loc in locs)
-    parts = [f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}" for loc, err in zip(locs, errors)]
+    parts = [f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}" for loc, err in zip(locs, errors, strict=True)]
     return params_only, "; ".join(parts[:5]) or "invalid request"
 
 
@@ -133,7 +134,10 @@ def _documented_methods(request: Request) -> str | None:
         if re.fullmatch(pattern, request.url.path):
             rank = template.count("{")
             if best is None or rank < best[0]:
-                best = (rank, [m.upper() for m in _HTTP_METHODS if m in item])
+                methods = [m.upper() for m in _HTTP_METHODS if m in item]
+                if "GET" in methods and "HEAD" not in methods:
+                    methods.insert(methods.index("GET") + 1, "HEAD")  # every GET answers HEAD (api/head.py)
+                best = (rank, methods)
     return ", ".join(best[1]) if best and best[1] else None
 
 

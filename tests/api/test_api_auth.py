@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 
 import pytest
@@ -146,3 +148,78 @@ def test_dependency_overrides(api_settings, store, make_alert):
 def test_health_needs_no_credential(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
+
+
+def test_jwt_issued_in_the_future_is_401(client, mint):
+    now = int(time.time())
+    _assert_401(client.get("/v1/alerts", headers={"Authorization": "Bearer " + mint(iat=now + 3600, exp_in=7200)}))
+
+
+def test_jwt_issued_within_the_clock_skew_leeway_is_accepted(client, mint, auth):
+    # The API's validator allows 30 s of skew on exp/nbf; iat gets the same.
+    assert client.get("/v1/alerts", headers=auth(mint(iat=int(time.time()) + 10))).status_code == 200
+
+
+def _write_keys(path, keys, mtime_ns):
+    path.write_text(json.dumps({"keys": [
+        {"id": kid, "hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest(),
+         "scopes": ["alerts:read"], "tenants": ["*"]} for kid, key in keys.items()]}))
+    os.utime(path, ns=(mtime_ns, mtime_ns))  # a distinct mtime even within the filesystem's granularity
+
+
+@pytest.fixture
+def keys_file(tmp_path):
+    """(path, settings, now): an API keys file with two keys, and a settable clock."""
+    path = tmp_path / "api-keys.json"
+    _write_keys(path, {"kept": "gw_kept-key", "revoked": "gw_revoked-key"}, 1_000_000_000_000_000_000)
+    now = [time.time()]
+    return path, ApiSettings(jwks=tmp_path / "none.jwks.json", api_keys=path), now
+
+
+def test_a_key_removed_from_the_file_stops_working(keys_file, store, auth):
+    path, settings, now = keys_file
+    c = TestClient(create_app(api_settings=settings, store=store,
+                              authenticator=Authenticator.from_config(settings, clock=lambda: now[0])))
+    assert c.get("/v1/alerts", headers=auth("gw_revoked-key")).status_code == 200
+    _write_keys(path, {"kept": "gw_kept-key"}, 1_000_000_001_000_000_000)
+    now[0] += 2  # past the once-a-second check
+    _assert_401(c.get("/v1/alerts", headers=auth("gw_revoked-key")))
+    assert c.get("/v1/alerts", headers=auth("gw_kept-key")).status_code == 200
+    _write_keys(path, {"kept": "gw_kept-key", "added": "gw_added-key"}, 1_000_000_002_000_000_000)
+    now[0] += 2
+    assert c.get("/v1/alerts", headers=auth("gw_added-key")).status_code == 200
+
+
+def test_the_keys_file_is_looked_at_at_most_once_a_second(keys_file):
+    path, settings, now = keys_file
+    authenticator = Authenticator.from_config(settings, clock=lambda: now[0])
+    _write_keys(path, {"kept": "gw_kept-key"}, 1_000_000_001_000_000_000)
+    now[0] += 0.5
+    assert authenticator.authenticate("gw_revoked-key") is not None  # not looked at yet
+    now[0] += 0.6
+    assert authenticator.authenticate("gw_revoked-key") is None
+
+
+@pytest.mark.parametrize("content", ["not json", '{"keys": [{"id": "x", "hash": "md5:00"}]}'])
+def test_a_broken_keys_file_keeps_the_last_good_keys_and_logs_once(keys_file, caplog, content):
+    path, settings, now = keys_file
+    authenticator = Authenticator.from_config(settings, clock=lambda: now[0])
+    path.write_text(content)
+    os.utime(path, ns=(1_000_000_001_000_000_000,) * 2)
+    caplog.set_level(logging.WARNING, logger="api.auth")
+    for _ in range(3):
+        now[0] += 2
+        assert authenticator.authenticate("gw_revoked-key").id == "revoked"
+    assert len([r for r in caplog.records if r.name == "api.auth"]) == 1
+    _write_keys(path, {"kept": "gw_kept-key"}, 1_000_000_002_000_000_000)  # fixed: read again
+    now[0] += 2
+    assert authenticator.authenticate("gw_revoked-key") is None
+
+
+def test_an_unreadable_keys_file_keeps_the_last_good_keys(keys_file):
+    path, settings, now = keys_file
+    authenticator = Authenticator.from_config(settings, clock=lambda: now[0])
+    path.write_bytes(b"\xff\xfe not utf-8")
+    os.utime(path, ns=(1_000_000_001_000_000_000,) * 2)
+    now[0] += 2
+    assert authenticator.authenticate("gw_kept-key").id == "kept"
