@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test unit kafka-start kafka-stop bench clean
+.PHONY: setup system-deps demo test unit lint kafka-start kafka-stop bench clean
 
 # Java, Maven (and for the tests Chromium): installed from Debian when possible, else one line on what
 # is missing and how to install it (deploy/system-deps.sh; .ci/run uses the same script).
@@ -31,8 +31,13 @@ demo: setup
 	$(BIN)/python -m gatewatch.demo --config demo/gatewatch.toml
 
 # The whole suite, broker-backed tests included (tests/integration starts the broker itself).
-test: setup
+test: setup lint
 	$(BIN)/pytest -q
+
+# ruff on everything (pyproject.toml [tool.ruff]); mypy strict on the layers below the wiring
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy ingest detectors scoring
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not integration and not quality"

@@ -292,7 +292,8 @@ model {in_detect:.2f} s, the rest the loop, risk and alerts):
 |---|---:|---:|
 {rows}
 | decode, the rest (msgspec, field checks, event objects) | {decode_rest:.2f} | {decode_rest / prof_total * 100:.1f} % |
-| detect loop, risk, alerts, state expiry (detect + score minus the stages above) | {detect - in_detect:.2f} | {(detect - in_detect) / prof_total * 100:.1f} % |
+| detect loop, risk, alerts, state expiry (detect + score minus the stages above) | {detect - in_detect:.2f} | \
+{(detect - in_detect) / prof_total * 100:.1f} % |
 
 {before_after}
 Command: `.venv/bin/python bench/replay.py --rate {args.rate}{baseline_flag}`."""

@@ -617,7 +617,7 @@ def report(args: argparse.Namespace, runs: dict[str, TargetRun], seed_s: float, 
               "| target | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | errors | "
               "server CPU | risk-cache hits (model) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for (rate, g), (_, b) in zip(gw.opened, bare.opened):
+    for (rate, g), (_, b) in zip(gw.opened, bare.opened, strict=True):
         lines += [open_row("gatewatch `GET /v1/risk`", rate, g), open_row("bare ASGI app (baseline)", rate, b)]
     checked = sum(r.checked for target in runs.values() for r in target.results())
     total = sum(r.done for target in runs.values() for r in target.results())

@@ -701,7 +701,7 @@ def main() -> int:
 
     try:
         # 1. throughput: one input stream, three ways of processing it
-        for rep in range(args.repeats):  # interleaved, so that a busy spell of the machine hits all of them
+        for _rep in range(args.repeats):  # interleaved, so that a busy spell of the machine hits all of them
             for name, run_args, keyed, _ in RUNS:
                 for attempt in (1, 2):  # a run that stops with records left is reported, and run once more
                     def attempt_run(probe: Probe, name: str = name, run_args: list[str] | None = run_args,

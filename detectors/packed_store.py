@@ -54,7 +54,7 @@ def _deadline(expires_at: float) -> int:
     return min(max(int(expires_at) + 1, 1), _DEADLINE_MAX)
 
 
-def _zeros(code: str, n: int) -> array:
+def _zeros(code: str, n: int) -> array[int]:
     return array(code, bytes(n * (8 if code == "Q" else 4)))
 
 
@@ -63,7 +63,7 @@ class PackedStore:
         self._bits = _MIN_BITS
         self._keys = _zeros("Q", 1 << _MIN_BITS)  # hashed key | _OBJ; 0 = empty
         self._deadlines = _zeros("I", 1 << _MIN_BITS)
-        self._words: list[array] = []  # the int value's 32-bit words, low first
+        self._words: list[array[int]] = []  # the int value's 32-bit words, low first
         self._n = 0
         self._objs: list[Any] = []  # object values; a freed one is None until the next sweep compacts
         self._freed = 0

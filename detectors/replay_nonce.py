@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from detectors.base import Entity, Signal, principal_entities
 from detectors.state import StateStore
@@ -60,9 +60,8 @@ class NonceReplayDetector:
         d.nonces, d.single_use_tokens = kind == "nonce", kind == "principal"
         return d
 
-    def _keys(self, event: Event) -> list[tuple[str, str, str]]:
+    def _keys(self, event: Event, rec: AccessRecord) -> list[tuple[str, str, str]]:
         """(state key, what was replayed, scope description) for each one-time value in the event."""
-        rec = event.record
         info = event.token
         keys = []
         if rec.nonce and self.nonces:
@@ -83,7 +82,7 @@ class NonceReplayDetector:
         if not isinstance(rec, AccessRecord):
             return []
         signals = []
-        for key, what, scope in self._keys(event):
+        for key, what, scope in self._keys(event, rec):
             first: _Sighting | None = state.get(key)
             if first is None:
                 state.set(key, _Sighting(rec.event_id, event.ts, rec.client_ip),
@@ -103,7 +102,7 @@ class NonceReplayDetector:
         return signals
 
     def _signal(self, event: Event, first: _Sighting, what: str, scope: str, gap: float) -> Signal:
-        rec = event.record
+        rec = cast(AccessRecord, event.record)  # observe took access records only
         info = event.token
         entities = principal_entities(event) or (Entity("ip", rec.client_ip),)
         reasons = [f"{what} presented again {gap:.1f}s after its first use "

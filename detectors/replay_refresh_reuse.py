@@ -103,6 +103,7 @@ class RefreshReuseDetector:
         if len(rot.later) >= _MAX_LATER:
             return []
         rejudge = (event.ts, rec.event_id) < (rot.first.ts, rot.first.event_id)
+        kept: tuple[_Presentation, ...]
         if rejudge:  # out of order: this is the rotation; every later presentation is judged against it
             first, pending, kept = mine, (rot.first, *rot.later), ()
         else:

@@ -168,9 +168,10 @@ class TokenContextReplayDetector:
         v6 = ":" in use.context.network
         last = st.last6 if v6 else st.last4
         if use.context.family in NO_FLAP or ckey == last or not last:
-            return replace(st, max_ts=use.ts, **{"last6" if v6 else "last4": ckey})
+            return replace(st, max_ts=use.ts, last6=ckey) if v6 else replace(st, max_ts=use.ts, last4=ckey)
         switches = (*st.switches, (use.ts, last, ckey, use.event_id))[-self.flap_switches:]
-        st = replace(st, max_ts=use.ts, switches=switches, **{"last6" if v6 else "last4": ckey})
+        st = (replace(st, max_ts=use.ts, switches=switches, last6=ckey) if v6
+              else replace(st, max_ts=use.ts, switches=switches, last4=ckey))
         if len(switches) < self.flap_switches or switches[-1][0] - switches[0][0] > self.flap_window_seconds:
             return st
         pair = {switches[0][1], switches[0][2]}
@@ -186,11 +187,11 @@ class TokenContextReplayDetector:
         return replace(st, reported=(*st.reported, tag))
 
     # -- signals --------------------------------------------------------------------------------
-    def _entities(self, event: Event, ip: str) -> tuple[Entity, ...]:
+    def _entities(self, event: Event, ip: str | None) -> tuple[Entity, ...]:
         info = event.token
         assert info is not None
         ents = [Entity("subject", info.sub)] if info.sub else []
-        return (*ents, Entity("token", info.tfp), Entity("ip", ip))
+        return (*ents, Entity("token", info.tfp), *([Entity("ip", ip)] if ip is not None else []))
 
     def _signal(self, event: Event, a: Use, b: Use, rule: str) -> Signal:
         """`a` the earlier (reference) use, `b` the later one in the incompatible context."""
@@ -223,7 +224,7 @@ class TokenContextReplayDetector:
                      "first_agent": ca.label, "agent": cb.label, "first_ip": a.ip, "ip": b.ip,
                      "dpop_bound": info.cnf_jkt is not None})
 
-    def _flap_signal(self, event: Event, switches: tuple[tuple[float, str, str, str], ...]) -> Signal:
+    def _flap_signal(self, event: Event, switches: tuple[tuple[float, str, str, str | None], ...]) -> Signal:
         info = event.token
         rec = event.record
         assert info is not None and isinstance(rec, AccessRecord)
@@ -239,6 +240,6 @@ class TokenContextReplayDetector:
                      "two clients using one token at the same time: a single device that changes networks "
                      "moves on, it does not switch back and forth",
                      f"latest use from {rec.client_ip}" + (f"; subject {info.sub}" if info.sub else "")),
-            event_ids=tuple(eid for *_, eid in switches), token_fps=(info.tfp,),
+            event_ids=tuple(eid for *_, eid in switches if eid is not None), token_fps=(info.tfp,),
             figures={"rule": "flapping", "switches": len(switches), "span_seconds": round(span, 3),
                      "contexts": [a, b], "window_seconds": self.flap_window_seconds})

@@ -67,7 +67,7 @@ class TokenState:
     last4: str = ""  # context of the newest event seen over IPv4 (for the flapping rule) ...
     last6: str = ""  # ... and over IPv6
     max_ts: float = float("-inf")  # newest event time seen
-    switches: tuple[tuple[float, str, str, str], ...] = ()  # (ts, from key, to key, event id), newest last
+    switches: tuple[tuple[float, str, str, str | None], ...] = ()  # (ts, from key, to key, event id), newest last
 
 
 def _ip_bits(ip: str) -> tuple[int, int] | None:
@@ -207,7 +207,7 @@ class PackedTokenContexts:
         until = math.ceil(expires_at)
         found = state.get((_AGENT, family, label))
         if found is not None:
-            agent = found & _AGENT_MASK
+            agent: int = found & _AGENT_MASK
             if found >> _AGENT_BITS < until:
                 state.set((_AGENT, family, label), agent | until << _AGENT_BITS, expires_at=until)
                 state.set((_AGENT, agent), (family, label), expires_at=until)

@@ -188,6 +188,7 @@ class RevokedUseDetector:
             rev = _Revocation(rec.event_id, event.ts, deadline, rec.sub, rec.client_id)
         signals = []
         for use in _recent(seen) if seen is not None else ():
+            assert seen is not None
             if self._after(rev, use) and use.event_id not in rev.reported and len(rev.reported) < _MAX_REPORTED:
                 rev = replace(rev, reported=(*rev.reported, use.event_id))
                 signals.append(self._signal(rec.tenant, rev, use, jti, seen[_TFP], seen[_SUB]))

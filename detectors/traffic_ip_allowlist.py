@@ -30,7 +30,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from detectors.base import Entity, Signal
 from detectors.state import StateStore
@@ -108,7 +108,8 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if hasattr(value, "model_dump"):
-        return value.model_dump()
+        dumped: dict[str, Any] = value.model_dump()
+        return dumped
     if isinstance(value, Mapping):
         return dict(value)
     raise ValueError(f"expected a table, got {value!r}")
@@ -166,7 +167,7 @@ class IpAllowlistDetector:
         return [self._signal(event, route, outside)]
 
     def _signal(self, event: Event, route: str, outside: list[tuple[str, AllowList]]) -> Signal:
-        rec = event.record
+        rec = cast(AccessRecord, event.record)  # observe took access records only
         info = event.token
         lists = " and ".join(f"the {scope}'s allow-list {lst.describe()}" for scope, lst in outside)
         reasons = [f"request to {rec.tenant} {route} from {rec.client_ip}, outside {lists}"]

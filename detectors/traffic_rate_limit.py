@@ -52,7 +52,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from detectors.base import Entity, Signal
 from detectors.state import StateStore
@@ -160,7 +160,8 @@ class RateLimitDetector:
         self._ring = sub_windows + 1
         # per route (None: no route, or one without overrides), the (dimension, limit) pairs counted
         self._active_default = self._active_for(self._default)
-        self._active = {route: self._active_for(table) for route, table in self._by_route.items()}
+        self._active: dict[str | None, tuple[tuple[str, int], ...]] = {
+            route: self._active_for(table) for route, table in self._by_route.items()}
         self._names: dict[str, str] = {}  # one shared copy of each tenant and route name in the keys
 
     @classmethod
@@ -219,7 +220,7 @@ class RateLimitDetector:
         info = event.token
         route = rec.route
         names = self._names
-        tenant = names.get(rec.tenant) or self._shared(rec.tenant)
+        tenant: str = names.get(rec.tenant) or self._shared(rec.tenant)
         if route is not None:
             route = names.get(route) or self._shared(route)
         signals = []
@@ -231,9 +232,10 @@ class RateLimitDetector:
             elif info is None:
                 continue
             else:
-                value = info.sub if dim == "subject" else info.client_id
-                if value is None:
+                named = info.sub if dim == "subject" else info.client_id
+                if named is None:
                     continue
+                value = named
             key = (dim, tenant, value, route)
             rate: _Rate | None = state.get(key)
             # The common case inline (a key already counting in this sub-window, far under its limit):
@@ -254,10 +256,8 @@ class RateLimitDetector:
         return signals
 
     # -- internals ----------------------------------------------------------------------------
-    def _shared(self, name: str | None) -> str | None:
+    def _shared(self, name: str) -> str:
         """The first copy seen of a tenant or route name: keys then share it (saves ~100 B a key)."""
-        if name is None:
-            return None
         shared = self._names.get(name)
         if shared is None:
             if len(self._names) < _MAX_NAMES:
@@ -265,7 +265,7 @@ class RateLimitDetector:
             return name
         return shared
 
-    def _count(self, state: StateStore, event: Event, dim: str, key: tuple[str, ...], value: str, limit: int,
+    def _count(self, state: StateStore, event: Event, dim: str, key: tuple[str, str, str, str | None], value: str, limit: int,
                bucket: int, rate: _Rate | None) -> Signal | None:
         """Count the event under `key` (whose state is `rate`), then `_judge`."""
         ts, window, n = event.ts, self.window_seconds, self.sub_windows
@@ -316,7 +316,7 @@ class RateLimitDetector:
 
     def _signal(self, event: Event, dim: str, value: str, limit: int, rate: _Rate, count: float,
                 pace: float) -> Signal:
-        rec = event.record
+        rec = cast(AccessRecord, event.record)  # observe took access records only
         info = event.token
         window = self.window_seconds
         route = rec.route if rec.route is not None else _NO_ROUTE

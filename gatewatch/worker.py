@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gatewatch.alignment import EventTimeAligner
@@ -163,7 +164,7 @@ class Worker:
         while not self.stopping():
             fed = self.before_poll(self.last_polled > 0) if self.before_poll is not None else 0
             self.back_pressure.before_poll()
-            polled = self._ask(lambda: self.consumer.poll(timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
+            polled = self._ask(partial(self.consumer.poll, timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
             self.process(polled)
             if not self.last_polled and not self.last_released and not fed:
                 if self.rebalancing() or (self.joining is not None and self.joining()):

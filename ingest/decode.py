@@ -94,6 +94,7 @@ class EventDecoder:
             if not 100 <= record.status <= 599:
                 raise DecodeError(f"status out of range: {record.status}", "invalid_field")
         else:
+            assert type(record) is TokenRecord
             _check_token_record(record)
         return record, self.event_time(record.ts)
 

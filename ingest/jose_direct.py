@@ -75,7 +75,7 @@ def _plain_header(hdr: dict[str, Any], members: frozenset[str]) -> bool:
 
 
 def _within(raw: bytes, segments: list[bytes], limits: tuple[int, ...]) -> None:
-    if len(raw) > sum(limits) or any(len(s) > limit for s, limit in zip(segments, limits)):
+    if len(raw) > sum(limits) or any(len(s) > limit for s, limit in zip(segments, limits, strict=False)):
         raise DirectRefusal("size")
 
 

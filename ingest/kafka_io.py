@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -70,7 +71,7 @@ def wait_for_topics(consumer: Any, topics: Iterable[str], timeout: float = 30.0,
         sleep(0.2)
 
 
-class RebalanceHooks(ConsumerRebalanceListener):
+class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
     """A rebalance told to its owner. Both run inside the client's event loop, where blocking calls
     (committed offsets, the time index) are not allowed: the owner positions gained partitions after
     the poll returns (`start_offsets`, `position_gained`).
@@ -145,7 +146,7 @@ def start_offsets(consumer: Any, tps: list[Any], *,
     committed: dict[Any, int] = {}
     fresh = []
     for tp in tps:
-        off = until_done(lambda: consumer.committed(tp), what="reading committed offsets", should_stop=should_stop)
+        off = until_done(partial(consumer.committed, tp), what="reading committed offsets", should_stop=should_stop)
         if off is None or off < 0:
             fresh.append(tp)  # never committed: from the first record still in the log
         else:

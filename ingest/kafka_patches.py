@@ -58,7 +58,7 @@ def keep_finished_joins() -> bool:
 
     setattr(join_group_async, _MARK, True)
     join_group_async.__wrapped__ = original  # type: ignore[attr-defined]
-    BaseCoordinator.join_group_async = join_group_async  # type: ignore[method-assign]
+    BaseCoordinator.join_group_async = join_group_async
     return True
 
 
@@ -68,4 +68,4 @@ def undo() -> None:
 
     current = BaseCoordinator.join_group_async
     if getattr(current, _MARK, False):
-        BaseCoordinator.join_group_async = current.__wrapped__  # type: ignore[attr-defined]
+        BaseCoordinator.join_group_async = current.__wrapped__

@@ -20,7 +20,8 @@ their **original** source (input topic, partition, offset): a record re-publishe
 ingest stage is then recognised downstream as a redelivery, not as a replay.
 
 **Frames.** A re-keyed record is a frame: the events of one published batch bound for one partition,
-each with the key kinds it is there for, and the token infos they carry, each once (`FramePacker`). The partition is `partition_of(key)`, chosen
+each with the key kinds it is there for, and the token infos they carry, each once (`FramePacker`).
+The partition is `partition_of(key)`, chosen
 by the ingest stage, not by Kafka's partitioner.
 
 **Source watermarks.** Several ingest workers publish onto the same partitions, each aligned only on

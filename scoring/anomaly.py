@@ -104,6 +104,7 @@ class AnomalyModel:
             raise ValueError(f"X must have {len(FEATURES)} columns, got shape {X.shape}")
         T = transform(X)
         self.forests_: dict[str, Any] = {}
+        self.manifest_: dict[str, Any] = {}
         self.calibration_: dict[str, np.ndarray] = {}
         self.median_: dict[str, np.ndarray] = {}
         self.mad_: dict[str, np.ndarray] = {}
@@ -151,7 +152,8 @@ class AnomalyModel:
         cache = self.__dict__.setdefault("_compiled_cache", {})
         if kind not in cache or cache[kind][0] is not forest:
             cache[kind] = (forest, CompiledForest(forest))
-        return cache[kind][1]
+        compiled: CompiledForest = cache[kind][1]
+        return compiled
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_compiled_cache"}

@@ -23,6 +23,7 @@ process matters.
 from __future__ import annotations
 
 import math
+from typing import Any
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -273,12 +274,19 @@ class WindowFeatures:
         self._free: list[int] = []
         self._cap = 0
         self._last_sweep = -math.inf
+        # per-slot state arrays, sized by `_grow`
+        self._ring_w: np.ndarray
+        self._ring_n: np.ndarray
+        self._hours: np.ndarray
+        self._ema: np.ndarray
+        self._seen: np.ndarray
+        self._last_w: np.ndarray
         self._grow(1024)
 
     # state arrays, one row per slot
     def _grow(self, cap: int) -> None:
         def grown(old: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float) -> np.ndarray:
-            new = np.full((cap, *shape), fill, dtype=dtype)
+            new: np.ndarray = np.full((cap, *shape), fill, dtype=dtype)
             if old is not None:
                 new[: len(old)] = old
             return new
@@ -334,7 +342,7 @@ class WindowFeatures:
         self._max_ts = float(running[-1])
         idx: list[int] = []
         # One tuple per kept event, transposed once below: cheaper than a list append per column.
-        rows_out: list[tuple] = []
+        rows_out: list[tuple[Any, ...]] = []
         slot = self._slot
         on_sub, on_client, on_ip, on_tenant = self._on
         nan = math.nan
@@ -353,24 +361,24 @@ class WindowFeatures:
             ip = rec.client_ip
             llm = rec.llm
             lat = rec.latency_ms
-            route = rec.route
-            agent = rec.user_agent
-            s0 = slot(0, tenant, sub) if sub is not None and on_sub else -1
-            s1 = slot(1, tenant, client) if client is not None and client != sub and on_client else -1
-            s2 = slot(2, tenant, ip) if on_ip else -1
-            s3 = slot(3, tenant, tenant) if on_tenant else -1
+            rt = rec.route
+            ag = rec.user_agent
+            k0 = slot(0, tenant, sub) if sub is not None and on_sub else -1
+            k1 = slot(1, tenant, client) if client is not None and client != sub and on_client else -1
+            k2 = slot(2, tenant, ip) if on_ip else -1
+            k3 = slot(3, tenant, tenant) if on_tenant else -1
             # `_h` inlined (a call per column per event is a tenth of this loop): 0 for None, else the
             # string's hash (never 0)
             rows_out.append((
-                s0, s1, s2, s3, rec.event_id, hash(rec.path) or 1, 0 if route is None else hash(route) or 1,
-                0 if agent is None else hash(agent) or 1, hash(ip) or 1, 0 if sub is None else hash(sub) or 1,
+                k0, k1, k2, k3, rec.event_id, hash(rec.path) or 1, 0 if rt is None else hash(rt) or 1,
+                0 if ag is None else hash(ag) or 1, hash(ip) or 1, 0 if sub is None else hash(sub) or 1,
                 rec.status, rec.bytes_in or 0, rec.bytes_out or 0, nan if lat is None else lat,
                 llm.prompt_tokens if llm is not None else 0, llm.completion_tokens if llm is not None else 0,
                 llm is not None, nan if iat is None else ev.ts - iat))
         if not idx:
             return 0
         (s0, s1, s2, s3, event_ids, path, route, agent, ip_h, sub_h, status, bytes_in, bytes_out, latency,
-         prompt, completion, llm_on, token_age) = zip(*rows_out)
+         prompt, completion, llm_on, token_age) = zip(*rows_out, strict=True)
         rows = np.asarray(idx, dtype=np.int64)
         ts = all_ts[rows]
         win = np.floor(ts / self.window_seconds).astype(np.int64)
@@ -452,8 +460,8 @@ class WindowFeatures:
         out = np.lexsort((g_slot, g_win))  # emit in window order (then slot: arrival of the entity)
         keys = [self._slot_key[s] for s in g_slot[out].tolist()]
         return WindowTable(
-            kind=np.array([k[0] for k in keys], dtype=np.int8) if keys else np.zeros(0, np.int8),  # type: ignore[index]
-            tenant=[k[1] for k in keys], value=[k[2] for k in keys],  # type: ignore[index]
+            kind=np.array([k[0] for k in keys], dtype=np.int8) if keys else np.zeros(0, np.int8),
+            tenant=[k[1] for k in keys], value=[k[2] for k in keys],
             window=g_win[out], first_ts=first_ts[out], last_ts=last_ts[out], X=X[out], typical=typical[out],
             history=history[out], event_ids=[tuple(ids[g]) for g in out.tolist()])
 

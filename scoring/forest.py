@@ -69,7 +69,8 @@ class CompiledForest:
             depths[start:start + step] = self._depths(X[start:start + step])
         denominator = self.denominator_
         # sklearn: -(2 ** -divide(depths, denominator, out=ones, where=denominator != 0)).
-        return -(2 ** (-np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0)))
+        scores: np.ndarray = -(2 ** (-np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0)))
+        return scores
 
     def _depths(self, X: np.ndarray) -> np.ndarray:
         """Summed path-length terms per row: the trees' terms added one tree after the other."""
@@ -85,7 +86,8 @@ class CompiledForest:
                 right |= np.isnan(x) & self.missing_right_[node]
             node = self.children_[2 * node + right]
         # Sequential accumulation over the tree axis: bit for bit sklearn's `depths += ...` per tree.
-        return np.add.accumulate(self.value_[node], axis=0)[-1]
+        summed: np.ndarray = np.add.accumulate(self.value_[node], axis=0)[-1]
+        return summed
 
 
 __all__ = ["CompiledForest"]

@@ -65,7 +65,7 @@ class RiskEngine:
         self._reported: dict[tuple[str, str, str], tuple[float, str, float]] = {}
 
     def _decayed(self, c: _Contribution, at: float) -> float:
-        return c.amount * 0.5 ** (max(0.0, at - c.ts) / self.half_life_seconds)
+        return float(c.amount * 0.5 ** (max(0.0, at - c.ts) / self.half_life_seconds))
 
     def level(self, score: float) -> tuple[str, str]:
         if score >= self.deny_at:
@@ -113,7 +113,7 @@ class RiskEngine:
             if reported_ts >= at:  # a signal at or after `at` wrote a newer row already
                 continue
             tenant, kind, value = key
-            score, reasons = self.score(tenant, Entity(kind, value), at)  # type: ignore[arg-type]
+            score, reasons = self.score(tenant, Entity(kind, value), at)
             level, action = self.level(score)
             if abs(score - reported) < _REFRESH_STEP and level == reported_level and score > 0:
                 continue

@@ -115,7 +115,8 @@ def stream_alerts(
     current head: only changes from now on. `Last-Event-ID` wins over `after`.
 
     The stream opens with a `: connected` comment (from then on no change is missed), is endless by
-    default, with a `: keep-alive` comment every 15 s of silence, and stops when the client disconnects. For scripts and tests: `?max_events=N` (1..10000) ends it after N
+    default, with a `: keep-alive` comment every 15 s of silence, and stops when the client disconnects.
+    For scripts and tests: `?max_events=N` (1..10000) ends it after N
     events and `?timeout=S` (seconds, up to 3600) after S seconds, whichever comes first.
     """
     cursor = _start(last_event_id, after, store)

@@ -140,7 +140,7 @@ def test_one_signal_per_window_and_strength_grows_with_the_overshoot(validator) 
     sigs = run(det, validator, sorted(burst + creep, key=lambda r: r["ts"]))
     fast = [s for s in sigs if s.entity.value == "192.0.2.66"]
     slow = [s for s in sigs if s.entity.value == "192.0.2.77"]
-    assert len(fast) == 3 and [round(b.ts - a.ts) for a, b in zip(fast, fast[1:])] == [60, 60]
+    assert len(fast) == 3 and [round(b.ts - a.ts) for a, b in zip(fast, fast[1:], strict=False)] == [60, 60]
     assert all(s.strength == 1.0 for s in fast)  # 4x the limit or more
     assert fast[0].figures["count"] == 61 and fast[0].figures["overshoot"] > 7  # strong when it crosses
     assert fast[0].reasons[1].startswith("current pace about 4")

@@ -63,7 +63,7 @@ def test_released_prefixes_are_ordered_and_commits_cover_exactly_the_released(pa
     cursor = [0] * len(feeds)
     released: list[tuple[int, int, int]] = []
     committed: dict[int, int] = {}
-    while any(c < len(f) for c, f in zip(cursor, feeds)):
+    while any(c < len(f) for c, f in zip(cursor, feeds, strict=True)):
         i = rnd.choice([j for j, f in enumerate(feeds) if cursor[j] < len(f)])
         n = rnd.randint(1, 5)
         for off in range(cursor[i], min(cursor[i] + n, len(feeds[i]))):
@@ -172,7 +172,7 @@ def test_ingest_workers_and_source_watermarks_hand_detectors_global_event_time_o
         released.extend(items)
         assert [t for _, _, t in released] == sorted(t for _, _, t in released)
 
-    while any(cursor[s] < len(f) for s, f in feeds.items()) or any(r < len(log) for r, log in zip(read, logs)):
+    while any(cursor[s] < len(f) for s, f in feeds.items()) or any(r < len(log) for r, log in zip(read, logs, strict=True)):
         if rnd.random() < 0.5:
             ingest_step(rnd.randrange(n_workers))
         else:

@@ -59,7 +59,7 @@ def test_risk_rises_within_the_window_and_decays_on_quiet_event_time(world, mint
         start = T0 + hour * 3600
         feed(pipeline, sink, [access(f"b{hour}-{i}", start + i * MINUTE, token=bystander) for i in range(60)])
         seen.append(risk_of(client, key, "mallory")["score"])
-    assert all(a > b for a, b in zip(seen, seen[1:]) if a > 0), seen  # strictly falling while above 0
+    assert all(a > b for a, b in zip(seen, seen[1:], strict=False) if a > 0), seen  # strictly falling while above 0
     assert seen[2] < seen[0] / 2  # two hours is four default half-lives
     quiet = risk_of(client, key, "mallory")
     assert quiet["score"] == 0 and quiet["action"] == "allow"

@@ -196,7 +196,7 @@ def test_clean_traffic_is_clean(clean: Run) -> None:
         assert not (info.jti in revoked and revoked[info.jti] < clean.ts[i])
         subs_by_jti[info.jti].add(info.sub)
     assert all(len(s) == 1 for s in subs_by_jti.values())
-    per_minute = Counter((ev.event.get("client_ip"), int(t // 60)) for ev, t in zip(clean.events, clean.ts))
+    per_minute = Counter((ev.event.get("client_ip"), int(t // 60)) for ev, t in zip(clean.events, clean.ts, strict=True))
     assert max(per_minute.values()) < 600
 
 

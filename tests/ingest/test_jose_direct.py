@@ -472,7 +472,7 @@ def test_epk_forms_joserfc_refuses_are_refused(keys, crv) -> None:
                 {k: v for k, v in canonical.items() if k != "kty"}):
         token = ecdh_token(keys, crv, epk, agree_epk=canonical)  # valid for a reader that ignored the change
         assert same_decrypt(keys, token) == ("refused", "decrypt_failed"), epk
-    good = {"kty": "EC", "crv": crv, **{k: coord(v, size) for k, v in zip("xy", small_point(crv))}}
+    good = {"kty": "EC", "crv": crv, **{k: coord(v, size) for k, v in zip("xy", small_point(crv), strict=True)}}
     for kw in ({"ek": b"\x01" * 40}, {"tag_len": 15}, {"tag_len": 17}, {"iv_len": 16}, {"cek_len": 16},
                {"shift": 1}, {"shift": -1}):  # a 17- or 15-byte tag, though ciphertext || tag is intact
         alg = "ECDH-ES" if "ek" in kw else "ECDH-ES+A128KW"

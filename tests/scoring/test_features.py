@@ -155,7 +155,7 @@ def _stream(seed: int, n: int = 1500) -> list[Event]:
     """Out-of-order traffic of a few entities: most events in order, some late within and beyond lateness."""
     rng = random.Random(seed)
     out, t = [], T0
-    for i in range(n):
+    for _ in range(n):
         t += rng.expovariate(2.0)
         ts = t - (rng.uniform(0, 25) if rng.random() < 0.05 else rng.uniform(40, 120) if rng.random() < 0.01 else 0)
         out.append(ev(ts, sub=f"u{rng.randrange(5)}", client=rng.choice(["web", "ios"]),
