@@ -10,8 +10,8 @@ that a worker's write shows up in look-ups up to that long after it committed.
 entity pages. Each (tenant, kind, value) keeps its newest `HISTORY_PER_ENTITY` rows: rows carry a
 per-entity counter `n`, so pruning is one primary-key range delete per write, never a scan.
 
-`RiskTable` is a mixin: `AlertStore` provides the connection (`_db`), its lock (`_lock`) and
-`_transaction()`, so alerts and risk share one connection and one file.
+`RiskTable` works on the store's `api.database.Database`: alerts and risk share one connection, one lock
+and one file.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import sqlite3
-import threading
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from api.database import Database, tenant_clause
 from ingest.tokens import fingerprint
 from scoring.risk import RiskUpdate
 
@@ -96,36 +94,21 @@ def entity_keys(kind: str, value: str) -> list[tuple[str, str]]:
     return [(kind, canonical)]
 
 
-def _tenant_clause(tenants: Collection[str] | None, tenant: str | None) -> tuple[str, list[str]] | None:
-    """SQL restricting to the allowed tenants (None = all) and the asked-for one; None = nothing visible."""
-    if tenants is not None:
-        allowed = sorted(t for t in set(tenants) if tenant is None or t == tenant)
-        if not allowed:
-            return None
-        return f"tenant IN ({','.join('?' * len(allowed))})", allowed
-    if tenant is not None:
-        return "tenant = ?", [tenant]
-    return "1", []
-
-
 def _keys_clause(keys: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
     return "(" + " OR ".join(["(kind = ? AND value = ?)"] * len(keys)) + ")", [p for k in keys for p in k]
 
 
 class RiskTable:
-    """Risk rows, their history and the hot-path cache (a mixin of `AlertStore`, see the module doc)."""
+    """Risk rows, their history and the hot-path cache, in `db` (see the module doc)."""
 
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-    risk_staleness_seconds: float
-
-    def _init_risk(self) -> None:
+    def __init__(self, db: Database, *, staleness_seconds: float = 0.25) -> None:
+        self.db = db
+        self._db = db.conn
+        self._lock = db.lock
+        self.staleness_seconds = staleness_seconds
         self._checked_at = float("-inf")  # time.monotonic() of the last data_version check
         self._risk_cache: dict[tuple[str, str], tuple[RiskUpdate, ...]] = {}
-        self._data_version = self._current_data_version()
-
-    def _transaction(self) -> Any:  # provided by AlertStore
-        raise NotImplementedError
+        self._data_version = db.data_version()
 
     # -- writes -------------------------------------------------------------------------------------
     def upsert_risk(self, updates: Iterable[RiskUpdate]) -> int:
@@ -134,7 +117,7 @@ class RiskTable:
         Every row written is also appended to the entity's history.
         """
         written = 0
-        with self._lock, self._transaction():
+        with self._lock, self.db.transaction():
             for u in updates:
                 cur = self._db.execute(
                     "INSERT INTO risk (tenant, kind, value, score, level, action, reasons, ts) "
@@ -160,7 +143,7 @@ class RiskTable:
             f"DELETE FROM risk_history WHERE {_KEY} AND n <= "
             f"(SELECT MAX(n) FROM risk_history WHERE {_KEY}) - ?", (*key, *key, HISTORY_PER_ENTITY))
 
-    def _seed_risk_history(self) -> None:
+    def seed_history(self) -> None:
         """One history point per current risk row (a store from before the history existed)."""
         self._db.execute("INSERT OR IGNORE INTO risk_history (kind, value, tenant, n, ts, score, level) "
                          "SELECT kind, value, tenant, 1, ts, score, level FROM risk")
@@ -186,7 +169,7 @@ class RiskTable:
     def risk_history(self, kind: str, value: str, tenants: Collection[str] | None = None, *,
                      limit: int = 200) -> list[RiskPoint]:
         """The newest `limit` history rows of one entity in the allowed tenants, returned oldest first."""
-        restrict = _tenant_clause(tenants, None)
+        restrict = tenant_clause(tenants, None)
         if restrict is None or limit <= 0:
             return []
         keys_sql, args = _keys_clause(entity_keys(kind, value))
@@ -200,7 +183,7 @@ class RiskTable:
     def top_risk(self, tenants: Collection[str] | None = None, *, kind: str | None = None,
                  tenant: str | None = None, min_score: float = 1.0, limit: int = 20) -> list[RiskUpdate]:
         """The riskiest entities now: current rows with `score >= min_score`, highest first."""
-        restrict = _tenant_clause(tenants, tenant)
+        restrict = tenant_clause(tenants, tenant)
         if restrict is None:
             return []
         where, args = f"score >= ? AND {restrict[0]}", [float(min_score), *restrict[1]]
@@ -240,15 +223,12 @@ class RiskTable:
         return tuple(RiskUpdate(kind=kind, value=value, tenant=t, score=s, level=lv, action=ac,
                                 reasons=tuple(json.loads(rs)), ts=ts) for t, s, lv, ac, rs, ts in rows)
 
-    def _current_data_version(self) -> int:
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
-
     def _refresh_cache_if_stale(self) -> None:
         now = time.monotonic()  # wall clock on purpose: this bounds cache staleness, not detection
-        if now - self._checked_at < self.risk_staleness_seconds:
+        if now - self._checked_at < self.staleness_seconds:
             return
         self._checked_at = now
-        version = self._current_data_version()
+        version = self.db.data_version()
         if version != self._data_version:  # another connection committed: our cache may be stale
             self._risk_cache.clear()
             self._data_version = version

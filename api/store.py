@@ -1,4 +1,5 @@
-"""The alert store: SQLite in WAL mode, one connection guarded by a lock; the risk half is `api.risk_table`.
+"""The alert store: SQLite in WAL mode (`api.database.Database`: one connection guarded by a lock), the
+alert tables here and the risk tables in `api.risk_table.RiskTable`, on the same database.
 
 Alerts are idempotent by id (CONTRACT.md §5): re-upserting an alert merges it into the stored one
 (min first_seen, max last_seen/count/risk, merged evidence ids, the new severity and reasons) and
@@ -14,16 +15,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, get_args
 
-from api.risk_table import ENTITY_KINDS, RISK_KINDS, RISK_SCHEMA, RiskTable, entity_keys
+from api.database import Database, tenant_clause
+from api.risk_table import ENTITY_KINDS, RISK_KINDS, RISK_SCHEMA, RiskPoint, RiskTable, entity_keys
 from api.store_rows import (UNSET, AuditEntry, BadCursor, Change, StoredAlert, StoreQueryError, Unset,
                             decode_body, decode_cursor, encode_body, encode_cursor, format_ts, merge_alert,
                             normalise_ts, utc_now)
 from scoring.alerts import SEVERITIES, Alert, Status
+from scoring.risk import RiskUpdate
 
 STATUSES: tuple[str, ...] = get_args(Status)
 CLOSED_STATUSES = frozenset({"resolved", "false_positive"})  # closing needs a reason (see `triage`)
@@ -72,26 +74,49 @@ def _as_set(value: str | Collection[str] | None) -> list[str] | None:
     return sorted({v for v in items if v})
 
 
-class AlertStore(RiskTable):
+class AlertStore:
     """Alerts and risk in one SQLite file (or `":memory:"`), safe to share between threads.
 
-    The risk methods (`upsert_risk`, `get_risk`, `entity_risk`, `risk_history`, `top_risk`) come from
-    `api.risk_table.RiskTable`.
+    The risk methods (`upsert_risk`, `get_risk`, `entity_risk`, `risk_history`, `top_risk`) are those of
+    `risk`, the `api.risk_table.RiskTable` on the same database.
     """
 
     def __init__(self, path: str | Path = ":memory:", *, risk_staleness_seconds: float = 0.25) -> None:
         self.path = str(path)
-        self.risk_staleness_seconds = risk_staleness_seconds
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed batch survives a power cut, since Kafka offsets are committed after it.
-            self._db.execute("PRAGMA synchronous = FULL")
+        self.db = Database(self.path)
+        self._db = self.db.conn
+        self._lock = self.db.lock
         self._db.executescript(_SCHEMA + RISK_SCHEMA)
+        self.risk = RiskTable(self.db, staleness_seconds=risk_staleness_seconds)
         self._migrate()
-        self._init_risk()
+
+    # -- risk (api.risk_table) ------------------------------------------------------------------
+    @property
+    def risk_staleness_seconds(self) -> float:
+        return self.risk.staleness_seconds
+
+    @risk_staleness_seconds.setter
+    def risk_staleness_seconds(self, seconds: float) -> None:
+        self.risk.staleness_seconds = seconds
+
+    def upsert_risk(self, updates: Iterable[RiskUpdate]) -> int:
+        return self.risk.upsert_risk(updates)
+
+    def get_risk(self, tenants: Collection[str] | None = None, *, sub: str | None = None,
+                 client_id: str | None = None, ip: str | None = None, token: str | None = None,
+                 tenant: str | None = None) -> list[RiskUpdate]:
+        return self.risk.get_risk(tenants, sub=sub, client_id=client_id, ip=ip, token=token, tenant=tenant)
+
+    def entity_risk(self, kind: str, value: str, tenants: Collection[str] | None = None) -> list[RiskUpdate]:
+        return self.risk.entity_risk(kind, value, tenants)
+
+    def risk_history(self, kind: str, value: str, tenants: Collection[str] | None = None, *,
+                     limit: int = 200) -> list[RiskPoint]:
+        return self.risk.risk_history(kind, value, tenants, limit=limit)
+
+    def top_risk(self, tenants: Collection[str] | None = None, *, kind: str | None = None,
+                 tenant: str | None = None, min_score: float = 1.0, limit: int = 20) -> list[RiskUpdate]:
+        return self.risk.top_risk(tenants, kind=kind, tenant=tenant, min_score=min_score, limit=limit)
 
     @classmethod
     def from_config(cls, store: Any) -> AlertStore:
@@ -102,8 +127,7 @@ class AlertStore(RiskTable):
         return cls(url.removeprefix("sqlite:///"))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
     def ping(self) -> tuple[bool, str]:
         """Readiness: can the store answer a query?"""
@@ -118,7 +142,7 @@ class AlertStore(RiskTable):
     def upsert_alerts(self, alerts: Iterable[Alert]) -> int:
         """Insert or merge alerts in one transaction; returns how many rows visibly changed."""
         changed = 0
-        with self._lock, self._transaction():
+        with self._lock, self.db.transaction():
             seq = self._next_seq()
             for alert in alerts:
                 row = self._db.execute("SELECT body FROM alerts WHERE id = ?", (alert.id,)).fetchone()
@@ -157,19 +181,11 @@ class AlertStore(RiskTable):
         """
         if not 1 <= limit <= 10_000:
             raise StoreQueryError("limit out of range")
-        where: list[str] = []
-        args: list[Any] = []
-        if tenants is not None:
-            allowed = sorted(set(tenants))
-            if tenant is not None:
-                allowed = [t for t in allowed if t == tenant]
-            if not allowed:
-                return [], None
-            where.append(f"tenant IN ({','.join('?' * len(allowed))})")
-            args += allowed
-        elif tenant is not None:
-            where.append("tenant = ?")
-            args.append(tenant)
+        restrict = tenant_clause(tenants, tenant)
+        if restrict is None:
+            return [], None
+        where: list[str] = [restrict[0]]
+        args: list[Any] = list(restrict[1])
         for column, value, valid in (("status", status, STATUSES), ("severity", severity, SEVERITIES),
                                      ("type", type, None)):
             values = _as_set(value)
@@ -228,7 +244,7 @@ class AlertStore(RiskTable):
         """
         if status is not None and status not in STATUSES:
             raise StoreQueryError(f"status must be one of {', '.join(STATUSES)}")
-        with self._lock, self._transaction():
+        with self._lock, self.db.transaction():
             row = self._db.execute("SELECT tenant, body FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None or (tenants is not None and row[0] not in tenants):
                 return None
@@ -271,13 +287,11 @@ class AlertStore(RiskTable):
     def counts(self, tenants: Collection[str] | None = None) -> dict[str, Any]:
         """Alert counts in the allowed tenants (None = all): total, suppressed, and by type/tenant/status/
         severity — suppressed alerts included, since muting must never make an alert uncountable."""
-        where, args = "", []
-        if tenants is not None:
-            allowed = sorted(set(tenants))
-            if not allowed:
-                return {"total": 0, "suppressed": 0, "by_type": {}, "by_tenant": {}, "by_status": {},
-                        "by_severity": {}}
-            where, args = f" WHERE tenant IN ({','.join('?' * len(allowed))})", allowed
+        restrict = tenant_clause(tenants)
+        if restrict is None:
+            return {"total": 0, "suppressed": 0, "by_type": {}, "by_tenant": {}, "by_status": {},
+                    "by_severity": {}}
+        where, args = f" WHERE {restrict[0]}", restrict[1]
         out: dict[str, Any] = {}
         with self._lock:
             total, muted = self._db.execute(
@@ -307,13 +321,10 @@ class AlertStore(RiskTable):
         An alert changed twice since `seq` appears once, at its newest seq, with its newest body: the
         feed carries states, not a log of every edit. Suppressed alerts are included.
         """
-        if tenants is not None:
-            allowed = sorted(set(tenants))
-            if not allowed:
-                return []
-            where, args = f" AND tenant IN ({','.join('?' * len(allowed))})", allowed
-        else:
-            where, args = "", []
+        restrict = tenant_clause(tenants)
+        if restrict is None:
+            return []
+        where, args = f" AND {restrict[0]}", restrict[1]
         with self._lock:
             rows = self._db.execute(f"SELECT updated_seq, body FROM alerts WHERE updated_seq > ?{where} "
                                     "ORDER BY updated_seq LIMIT ?", [seq, *args, limit]).fetchall()
@@ -325,12 +336,11 @@ class AlertStore(RiskTable):
         keys = entity_keys(kind, value)
         where = "(" + " OR ".join(["(entity_value = ? AND entity_kind = ?)"] * len(keys)) + ")"
         args: list[Any] = [p for k, v in keys for p in (v, k)]
-        if tenants is not None:
-            allowed = sorted(set(tenants))
-            if not allowed:
-                return []
-            where += f" AND tenant IN ({','.join('?' * len(allowed))})"
-            args += allowed
+        restrict = tenant_clause(tenants)
+        if restrict is None:
+            return []
+        where += f" AND {restrict[0]}"
+        args += restrict[1]
         with self._lock:
             rows = self._db.execute(f"SELECT body FROM alerts WHERE {where} ORDER BY last_seen DESC, id DESC "
                                     "LIMIT ?", [*args, limit]).fetchall()
@@ -338,7 +348,7 @@ class AlertStore(RiskTable):
 
     # -- status that writers leave for readers (e.g. the worker's model status for /readyz) -------
     def set_meta(self, key: str, value: dict[str, Any]) -> None:
-        with self._lock, self._transaction():
+        with self._lock, self.db.transaction():
             self._db.execute("INSERT INTO meta (key, value, updated) VALUES (?, ?, ?) ON CONFLICT (key) DO "
                              "UPDATE SET value = excluded.value, updated = excluded.updated",
                              (key, json.dumps(value, sort_keys=True), utc_now()))
@@ -359,7 +369,7 @@ class AlertStore(RiskTable):
     # -- internals --------------------------------------------------------------------------------
     def _migrate(self) -> None:
         """Bring a store written by an older version up to this schema (columns are only ever added)."""
-        with self._lock, self._transaction():
+        with self._lock, self.db.transaction():
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(alerts)")}
             if "suppressed" not in columns:  # version 1
@@ -370,11 +380,8 @@ class AlertStore(RiskTable):
             self._db.execute("CREATE INDEX IF NOT EXISTS alerts_suppressed ON alerts (suppressed, status, "
                              "last_seen DESC, id DESC)")
             if version < 3:  # risk rows written before history existed become its first points
-                self._seed_risk_history()
+                self.risk.seed_history()
             self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-
-    def _transaction(self) -> _Tx:
-        return _Tx(self._db)
 
     def _next_seq(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM alerts").fetchone()[0])
@@ -393,22 +400,6 @@ class AlertStore(RiskTable):
             "updated_seq = excluded.updated_seq",
             (a.id, a.type, a.severity, a.tenant, a.entity.kind, a.entity.value, a.first_seen, a.last_seen,
              a.count, a.risk, a.status, a.assignee, int(a.suppression is not None), encode_body(a), seq))
-
-
-class _Tx:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (the connection is in autocommit mode)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
 
 
 __all__ = ["CLOSED_STATUSES", "ENTITY_KINDS", "RISK_KINDS", "STATUSES", "AlertStore", "AuditEntry", "BadCursor", "Change",
