@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from gatewatch import commands
+from gatewatch.terminal import printable
 from ingest.errors import ConfigError, GatewatchError, KeyMaterialError, ModelError
 
 
@@ -92,10 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = argv  # `run --workers N` starts N copies of this command line
         return commands.dispatch(args)
     except (ConfigError, KeyMaterialError, ModelError) as exc:
-        print(f"gatewatch: {exc}", file=sys.stderr)
+        print(f"gatewatch: {printable(exc)}", file=sys.stderr)  # the reason may quote input: escaped
         return 2
     except GatewatchError as exc:
-        print(f"gatewatch: {exc}", file=sys.stderr)
+        print(f"gatewatch: {printable(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

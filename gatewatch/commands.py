@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -93,10 +94,9 @@ def _without_workers(argv: list[str]) -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.app import create_app
     from api.follow import TriageLog
+    from gatewatch.server import serve
 
     settings = _settings(args)
     bind = args.bind or settings.api.bind
@@ -104,9 +104,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not port.isdigit():
         raise ConfigError(f"--bind must be HOST:PORT, got {bind!r}")
     store = _store(settings)
+    limits = {"header_timeout": settings.api.header_timeout_seconds,
+              "max_connections": settings.api.max_connections}
     if not settings.api.follow_kafka:
         app = create_app(api_settings=settings.api, store=store)
-        uvicorn.run(app, host=host, port=int(port), log_level="warning")
+        serve(app, host=host, port=int(port), **limits)
         return 0
     follower, producer = _follow_kafka(settings, store)
     triage = TriageLog(store=store, follower=follower, timeout_seconds=settings.api.triage_timeout_seconds,
@@ -115,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(api_settings=settings.api, store=store, triage=triage, ready_checks={"kafka": follower.ready})
     follower.start()
     try:
-        uvicorn.run(app, host=host, port=int(port), log_level="warning")
+        serve(app, host=host, port=int(port), **limits)
     finally:
         follower.stop()
         producer.close()
@@ -147,7 +149,8 @@ def _follow_kafka(settings: Settings, store: Any) -> tuple[Any, Any]:
 
 
 # -- replay / backtest -------------------------------------------------------------------------
-def _replay(args: argparse.Namespace, settings: Settings) -> Any:
+def _replay(args: argparse.Namespace, settings: Settings, dlq: str | None = None) -> Any:
+    """The replay the arguments ask for; dead letters go to the file `dlq` as they occur (counted either way)."""
     from gatewatch.replay import read_jsonl, read_topic_range, replay
 
     if getattr(args, "jobs", 1) < 1:
@@ -174,18 +177,25 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
 
             if "-" in args.paths:
                 raise ConfigError("--jobs needs files: each job reads the input itself (not stdin)")
-            return replay_jobs(settings, list(args.paths), jobs)
+            with _text_file(dlq) as out:
+                return replay_jobs(settings, list(args.paths), jobs, dlq=out)
         records = read_jsonl(args.paths)
     pipeline = _pipeline(settings)
     freeze_start_up()
-    return replay(pipeline, records, progress=_progress())
+    with _text_file(dlq) as out:
+        return replay(pipeline, records, progress=_progress(), dlq=out)
+
+
+def _text_file(path: str | None) -> Any:
+    """`path` opened for writing (UTF-8), or a context that gives None."""
+    return open(path, "w", encoding="utf-8") if path else contextlib.nullcontext()
 
 
 def _summary(result: Any) -> dict[str, Any]:
     by_type = Counter(a.type for a in result.alerts.values())
-    codes = Counter(d.code for d in result.dead_letters)
-    return {"records": result.records, "events": result.events, "dead_letters": len(result.dead_letters),
-            "dead_letter_codes": dict(codes), "alerts": len(result.alerts), "alerts_by_type": dict(by_type),
+    return {"records": result.records, "events": result.events, "dead_letters": result.dead_letters,
+            "dead_letter_codes": dict(result.dead_letter_codes), "alerts": len(result.alerts),
+            "alerts_by_type": dict(by_type),
             "anomaly_model": result.anomaly_model, "seconds": round(result.seconds, 6),
             "events_per_second": round(result.events_per_second)}
 
@@ -194,14 +204,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from gatewatch.replay import text_out, write_alerts
 
     settings = _settings(args)
-    result = _replay(args, settings)
+    result = _replay(args, settings, dlq=args.dlq)  # the --dlq file is written as the replay goes
     if args.out:
         with text_out(args.out) as out:
             write_alerts(result.alerts.values(), out)
-    if args.dlq:
-        with open(args.dlq, "w", encoding="utf-8") as out:
-            for dead in result.dead_letters:
-                out.write(dead.to_json().decode() + "\n")
     print(json.dumps(_summary(result)), file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
 

@@ -18,8 +18,11 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from gatewatch.terminal import printable
 
 
 def _gatewatch(*args: str) -> list[str]:
@@ -78,6 +81,37 @@ def _train_once(cfg: Path, demo_dir: Path, rate: float, seed: int) -> None:
           f"in {summary['seconds']}s", flush=True)
 
 
+def summary_lines(run_summary: dict[str, Any], seconds: float, alerts: list[dict[str, Any]],
+                  labelled: Counter[str], *, risk: Callable[[str, str], dict[str, Any]],
+                  model_detail: Callable[[], str]) -> Iterator[str]:
+    """The summary's lines about the run, its alerts and the model, each through `printable`: alerts quote
+    log fields (entities, tenants, reasons), which may hold control characters. `risk(param, value)` is the
+    API's risk of one entity, `model_detail()` what /readyz says of the model."""
+    return map(printable, _summary(run_summary, seconds, alerts, labelled, risk, model_detail))
+
+
+def _summary(run_summary: dict[str, Any], seconds: float, alerts: list[dict[str, Any]], labelled: Counter[str],
+             risk: Callable[[str, str], dict[str, Any]], model_detail: Callable[[], str]) -> Iterator[str]:
+    by_type = Counter(a["type"] for a in alerts)
+    yield (f"events processed : {run_summary['events']:,} ({run_summary['dead_letters']} dead-lettered) "
+           f"in {seconds:.1f}s")
+    yield f"alerts in store  : {len(alerts)}"
+    for type_, n in sorted(by_type.items()):
+        yield f"  {type_:<24} {n}"
+    for a in alerts[:5]:
+        ent = a["entity"]
+        where = "" if ent["kind"] == "tenant" else f" tenant={a['tenant']}"  # a tenant entity names it
+        yield f"  - [{a['severity']}] {a['type']} {ent['kind']}={ent['value']}{where}: {a['reasons'][0]}"
+        if ent["kind"] in ("subject", "ip", "client"):
+            param = {"subject": "sub", "ip": "ip", "client": "client_id"}[ent["kind"]]
+            found = risk(param, ent["value"])
+            yield f"    GET /v1/risk?{param}=... -> score {found['score']}, action {found['action']}"
+    missing = sorted(set(labelled) - set(by_type))
+    yield (f"attack events simulated (labels): {sum(labelled.values())} across {len(labelled)} types"
+           + (f"; no alert yet for: {', '.join(missing)}" if missing else ""))
+    yield f"model    : {model_detail()}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m gatewatch.demo")
     ap.add_argument("--config", required=True)
@@ -111,27 +145,14 @@ def main() -> int:
             raise SystemExit(f"demo: `gatewatch run` exited with {worker.returncode}")
         run_summary = json.loads(out.strip().splitlines()[-1])
         alerts = _all_alerts(base, creds["analyst"])
-        by_type = Counter(a["type"] for a in alerts)
         labelled = Counter(json.loads(line)["type"] for line in (demo_dir / "labels.jsonl").open())
         print("\n=== gatewatch demo summary ===")
-        print(f"events processed : {run_summary['events']:,} ({run_summary['dead_letters']} dead-lettered) "
-              f"in {time.monotonic() - started:.1f}s")
-        print(f"alerts in store  : {len(alerts)}")
-        for type_, n in sorted(by_type.items()):
-            print(f"  {type_:<24} {n}")
-        for a in alerts[:5]:
-            ent = a["entity"]
-            where = "" if ent["kind"] == "tenant" else f" tenant={a['tenant']}"  # a tenant entity names it
-            print(f"  - [{a['severity']}] {a['type']} {ent['kind']}={ent['value']}{where}: {a['reasons'][0]}")
-            if ent["kind"] in ("subject", "ip", "client"):
-                param = {"subject": "sub", "ip": "ip", "client": "client_id"}[ent["kind"]]
-                risk = _get(f"{base}/v1/risk?{param}={urllib.parse.quote(ent['value'])}", creds["gateway"])
-                print(f"    GET /v1/risk?{param}=... -> score {risk['score']}, action {risk['action']}")
-        missing = sorted(set(labelled) - set(by_type))
-        print(f"attack events simulated (labels): {sum(labelled.values())} across {len(labelled)} types"
-              + (f"; no alert yet for: {', '.join(missing)}" if missing else ""))
-        ready = _get(f"{base}/readyz")
-        print(f"model    : {ready['checks']['model']['detail']}")
+        for line in summary_lines(
+                run_summary, time.monotonic() - started, alerts, labelled,
+                risk=lambda param, value: _get(f"{base}/v1/risk?{param}={urllib.parse.quote(value)}",
+                                               creds["gateway"]),
+                model_detail=lambda: _get(f"{base}/readyz")["checks"]["model"]["detail"]):
+            print(line)
         print(f"\nAPI      : {base}/v1/alerts   (Authorization: Bearer <key>)")
         print(f"keys     : {demo_dir / 'keys' / 'credentials.json'} (analyst, gateway, viewer-acme)")
         print(f"try      : curl -s -H \"Authorization: Bearer $(jq -r .analyst {demo_dir}/keys/credentials.json)\" "

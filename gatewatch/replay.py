@@ -1,6 +1,10 @@
 """Offline replay: historical events (JSONL files, `.gz`, stdin, or a Kafka topic range) through the
 same `Pipeline` as the live worker, on event time. Alerts are collected by id, so the output holds
 each alert once, in its final state.
+
+Memory does not grow with bad input: each record is decoded as it is read (a batch holds decoded events,
+never raw lines beside them), and a dead letter goes to the `--dlq` file at once; the result keeps only
+counts per code.
 """
 
 from __future__ import annotations
@@ -9,17 +13,22 @@ import gzip
 import io
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from gatewatch.pipeline import Pipeline
 from ingest.deadletter import DeadLetter
-from ingest.events import Source
+from ingest.events import Event, Source
 from scoring.alerts import Alert
 
 BATCH = 5_000
+# A batch also ends once its records add up to this many bytes. Its decoded events are all in memory at
+# once, and a decoded string takes up to 4 bytes a character (one emoji makes a whole str UCS-4): 5,000
+# records of 60 KB held ~1 GB. Ordinary logs (≈ 1 KB a line, 5 MB a batch) never reach it.
+BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -27,13 +36,36 @@ class ReplayResult:
     events: int = 0
     records: int = 0
     alerts: dict[str, Alert] = field(default_factory=dict)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_letter_codes: Counter[str] = field(default_factory=Counter)  # by code, in order of first occurrence
     anomaly_model: str = "silent"  # the behaviour scorer's status: "active" or "silent"
     seconds: float = 0.0  # wall time of the replay (reading, decoding, detection, scoring), for the summary
 
     @property
     def events_per_second(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(self.dead_letter_codes.values())
+
+
+class DeadLetterLog:
+    """Dead letters as they occur: counted by code and, with `out`, written there at once as JSON lines
+    (`DeadLetter.to_json`); nothing of the record is kept."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out
+        self.codes: Counter[str] = Counter()
+
+    def __call__(self, dead: DeadLetter) -> None:
+        self.codes[dead.code] += 1
+        if self.out is not None:
+            self.out.write(dead.to_json().decode("ascii"))
+            self.out.write("\n")
+
+    @property
+    def total(self) -> int:
+        return sum(self.codes.values())
 
 
 def _open(path: str) -> IO[bytes]:
@@ -71,25 +103,55 @@ def _batches(records: Iterable[tuple[bytes, Source]], size: int) -> Iterator[lis
         yield batch
 
 
+def decoded_batches(pipeline: Pipeline, records: Iterable[tuple[bytes, Any]], size: int,
+                    dead_letter: Callable[[DeadLetter], None],
+                    max_bytes: int = BATCH_BYTES) -> Iterator[tuple[int, list[Event]]]:
+    """(records, events) per batch of `size` records, or fewer once the records decoded add up to
+    `max_bytes`; each record decoded as it is read, and one that does not decode goes to `dead_letter` at
+    once (and into `pipeline.stats`). `replay` and every job of `replay_jobs` cut the same batches."""
+    events: list[Event] = []
+    n = held = 0
+    for raw, source in records:
+        decoded = pipeline.decode_one(raw, source)
+        if isinstance(decoded, DeadLetter):
+            pipeline.count_dead((decoded,))
+            dead_letter(decoded)
+        else:
+            events.append(decoded)
+            held += len(raw)  # what the batch holds decoded (a dead letter is gone already)
+        del raw, decoded
+        n += 1
+        if n >= size or held >= max_bytes:
+            yield n, events
+            events, n, held = [], 0, 0
+    if n:
+        yield n, events
+
+
 def replay(pipeline: Pipeline, records: Iterable[tuple[bytes, Any]], *, batch_size: int = BATCH,
-           progress: IO[str] | None = None, finish: bool = True) -> ReplayResult:
+           progress: IO[str] | None = None, finish: bool = True, dlq: IO[str] | None = None) -> ReplayResult:
     """Every record through `pipeline`; with `finish` (the end of the stream) the last open behaviour
-    windows are scored too — leave it off when more of the same stream follows through the same pipeline."""
+    windows are scored too — leave it off when more of the same stream follows through the same pipeline.
+    Dead letters are written to `dlq` (when given) as they occur, and counted by code."""
     out = ReplayResult()
+    dead = DeadLetterLog(dlq)
+    out.dead_letter_codes = dead.codes
     started = time.perf_counter()  # throughput for people; nothing detected depends on it
     if pipeline.behaviour is not None:
         out.anomaly_model = pipeline.behaviour.status
-    for batch in _batches(records, batch_size):
-        result = pipeline.process(batch)
-        out.records += len(batch)
+    for n, events in decoded_batches(pipeline, records, batch_size, dead):
+        result = pipeline.process_decoded(events, ())
+        del events
+        out.records += n
         out.events += result.events
-        out.dead_letters += result.dead_letters
+        for d in result.dead_letters:  # detect and scoring errors of the batch, after its decode errors
+            dead(d)
         for alert in result.alerts:
             out.alerts[alert.id] = alert
         if progress is not None:
             rate = out.records / max(time.perf_counter() - started, 1e-9)
             print(f"\r{out.records:,} records  {rate:,.0f} events/s  {len(out.alerts):,} alerts  "
-                  f"{len(out.dead_letters):,} dead-lettered", end="", file=progress, flush=True)
+                  f"{dead.total:,} dead-lettered", end="", file=progress, flush=True)
     if finish:
         for alert in pipeline.finish().alerts:
             out.alerts[alert.id] = alert

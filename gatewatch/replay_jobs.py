@@ -24,16 +24,20 @@ re-reads its input, so stdin and a topic range (whose fetch order is not repeata
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import shutil
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from detectors import DETECTORS, Signal
 from gatewatch.pipeline import Pipeline
-from gatewatch.replay import BATCH, ReplayResult, _batches, read_jsonl
-from ingest.deadletter import DeadLetter
+from gatewatch.replay import BATCH, DeadLetterLog, ReplayResult, decoded_batches, read_jsonl
 from ingest.events import Event
 from ingest.routing import PRINCIPAL, partition_of, principal_key, side_keys
 from scoring.features import KINDS
@@ -59,7 +63,8 @@ class JobBatch:
 class JobOutput:
     batches: list[JobBatch] = field(default_factory=list)
     final: list[Signal] = field(default_factory=list)  # behaviour windows closed at the end of the input
-    dead_letters: list[DeadLetter] = field(default_factory=list)  # decode (job 0 only) and detector errors
+    # dead letters by code: decode errors (job 0 only) and detector errors; the entries went to the job's spool
+    dead_letter_codes: Counter[str] = field(default_factory=Counter)
     anomaly_model: str = "silent"
 
 
@@ -83,8 +88,16 @@ def _owners(event: Event, kinds: Iterable[str], jobs: int) -> dict[str, int | No
     return out
 
 
-def detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size: int = BATCH) -> JobOutput:
-    """One detect job: the whole input decoded, this job's keys detected; signals tagged for the scorer."""
+def detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size: int = BATCH,
+               spool: str | None = None) -> JobOutput:
+    """One detect job: the whole input decoded, this job's keys detected; signals tagged for the scorer.
+    Its dead letters are counted and, with `spool`, written to that file as they occur (never kept)."""
+    with open(spool, "w", encoding="utf-8") if spool else contextlib.nullcontext() as dlq:
+        return _detect_job(settings, paths, jobs, job, batch_size, DeadLetterLog(dlq))
+
+
+def _detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size: int,
+                dead: DeadLetterLog) -> JobOutput:
     from gatewatch.heap import freeze_start_up
     from gatewatch.run import keyed_pipelines
     from ingest.tokens import TokenValidator
@@ -92,15 +105,14 @@ def detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size:
     validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
     pipelines = keyed_pipelines(settings, validator)
     decoder = pipelines[PRINCIPAL]
-    out = JobOutput()
+    out = JobOutput(dead_letter_codes=dead.codes)
     if decoder.behaviour is not None:
         out.anomaly_model = decoder.behaviour.status
     freeze_start_up()
     kinds = list(pipelines)
-    for batch in _batches(read_jsonl(paths), batch_size):
-        events, dead = decoder.decode(batch)
-        if job == 0:
-            out.dead_letters += dead
+    # every job decodes everything; the decode dead letters are job 0's to report (else they would count N times)
+    decode_dead = dead if job == 0 else (lambda _: None)
+    for records, events in decoded_batches(decoder, read_jsonl(paths), batch_size, decode_dead):
         ordered = sorted(range(len(events)), key=lambda i: events[i].ts)  # stable: arrival order on ties
         rank = {i: pos for pos, i in enumerate(ordered)}
         owners = [_owners(e, kinds, jobs) for e in events]
@@ -112,33 +124,47 @@ def detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size:
             by_time = sorted(mine, key=rank.__getitem__)
             signals, behaviour, result = pipeline.detect_share(
                 [events[i] for i in by_time], [rank[i] for i in by_time], [events[i] for i in mine], max_ts)
-            out.dead_letters += result.dead_letters
+            for d in result.dead_letters:
+                dead(d)
             model += behaviour
             for seq, (pos, name, signal) in enumerate(signals):
                 broadcast = kind == PRINCIPAL and owners[ordered[pos]][kind] is None
                 tag = (pos, _DETECTOR_RANK[name], _KIND_RANK[name].get(kind, 0), seq)
                 found.append((tag, broadcast, signal))
-        out.batches.append(JobBatch(len(batch), len(events), max_ts, found, model))
+        out.batches.append(JobBatch(records, len(events), max_ts, found, model))
     for pipeline in pipelines.values():
         if pipeline.behaviour is not None:
             out.final += pipeline.behaviour.flush(float("inf"))
     return out
 
 
-def _run_job(args: tuple[Any, list[str], int, int, int]) -> JobOutput:
+def _run_job(args: tuple[Any, list[str], int, int, int, str | None]) -> JobOutput:
     return detect_job(*args)
 
 
-def replay_jobs(settings: Any, paths: list[str], jobs: int, *, batch_size: int = BATCH) -> ReplayResult:
-    """The replay of `paths` by `jobs` detect jobs and this process scoring; the alerts of `--jobs 1`."""
+def replay_jobs(settings: Any, paths: list[str], jobs: int, *, batch_size: int = BATCH,
+                dlq: IO[str] | None = None) -> ReplayResult:
+    """The replay of `paths` by `jobs` detect jobs and this process scoring; the alerts of `--jobs 1`.
+
+    Each job writes its dead letters to a spool file of its own as they occur and returns only their counts;
+    the spools are then copied into `dlq` (when given) in job order, and the counts added up."""
     started = time.perf_counter()  # throughput for people; nothing detected depends on it
     scorer = Pipeline.from_settings(settings, None)  # its scoring half only: signals come from the jobs
     ctx = multiprocessing.get_context("fork")  # the jobs inherit the imported code; nothing to pickle but args
-    with ctx.Pool(jobs) as pool:
-        outputs = pool.map(_run_job, [(settings, paths, jobs, j, batch_size) for j in range(jobs)])
+    with contextlib.ExitStack() as stack:
+        spools: list[str | None] = [None] * jobs
+        if dlq is not None:
+            spool_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewatch-dlq-"))
+            spools = [str(Path(spool_dir) / f"job-{j}.jsonl") for j in range(jobs)]
+        with ctx.Pool(jobs) as pool:
+            outputs = pool.map(_run_job, [(settings, paths, jobs, j, batch_size, spools[j]) for j in range(jobs)])
+        if dlq is not None:
+            for spool in spools:
+                with open(spool, encoding="utf-8") as entries:  # type: ignore[arg-type]
+                    shutil.copyfileobj(entries, dlq)
     out = ReplayResult(anomaly_model=outputs[0].anomaly_model)
     for job in outputs:
-        out.dead_letters += job.dead_letters
+        out.dead_letter_codes.update(job.dead_letter_codes)
     for b, first in enumerate(outputs[0].batches):
         signals = merge([o.batches[b].found for o in outputs], [o.batches[b].model for o in outputs])
         result = scorer.score_batch(signals, first.max_ts, first.events)

@@ -33,6 +33,7 @@ from gatewatch.ingest_stage import IngestStage, side_kinds_of
 from gatewatch.pipeline import Pipeline
 from gatewatch.settings import Settings
 from gatewatch.sinks import KafkaResultSink, StoreSink
+from gatewatch.terminal import printable
 from ingest.errors import GatewatchError
 from ingest.delivery import until_done
 from ingest.kafka_io import make_consumer, make_producer, wait_for_topics
@@ -71,7 +72,7 @@ def _model_status(store: AlertStore, pipeline: Pipeline) -> str:
     assert behaviour is not None
     store.set_meta(MODEL_STATUS_KEY, {"status": behaviour.status, "reason": behaviour.reason})
     if behaviour.status != "active":
-        print(f"gatewatch run: anomaly.behaviour is silent: {behaviour.reason}", file=sys.stderr)
+        print(f"gatewatch run: anomaly.behaviour is silent: {printable(behaviour.reason)}", file=sys.stderr)
     return behaviour.status
 
 

@@ -101,3 +101,15 @@ def test_replay_progress_line_shows_events_per_second(settings, minter) -> None:
     lines = [part for part in progress.getvalue().split("\r") if part.strip()]
     assert len(lines) == 3 and lines[-1].startswith("30 records  ") and " events/s  " in lines[-1]
     assert result.records == 30 and result.seconds > 0 and result.events_per_second > 0
+
+
+def test_an_error_line_quoting_input_escapes_control_characters(capsys) -> None:
+    from tests.gatewatch.test_terminal import raw_controls
+
+    assert main(["replay", "/nonexistent\x1b[2J\r\nFAKE LINE.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and raw_controls(err) == [], repr(err)
+    assert "no such file: /nonexistent\\x1b[2J\\r\\nFAKE LINE.jsonl" in err
+    assert main(["nosuch\x9b2J"]) == 2  # argparse quotes a bad command
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and raw_controls(err) == [], repr(err)
