@@ -7,7 +7,7 @@ overrides (`route_limits = {"llm-gateway": {"subject": 120}}`); a limit of 0 swi
 off (for all routes, or for one). Requests answered 429 count too: they are requests.
 
 With N workers every key must see all of its events: subjects travel on the principal-keyed stream,
-clients, IPs and tenants need re-keyed streams (../shared/DESIGN.md), with one instance per stream
+clients, IPs and tenants need re-keyed streams (docs/DESIGN.md "State, partitions and scale-out"), with one instance per stream
 counting only its `dimensions`.
 
 Counting (bounded memory at any cardinality): a ring of `sub_windows` + 1 counters per key, one per

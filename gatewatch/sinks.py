@@ -1,6 +1,6 @@
 """Where a batch's results go: Kafka topics (alerts, compacted risk, dead letters) and the store.
 
-Order matters (../shared/STYLE.md 5): `write` everything, `flush` until durable, and only then may
+Order matters (docs/DESIGN.md "Delivery"): `write` everything, `flush` until durable, and only then may
 the caller commit the input offsets. Kafka keys make the writes idempotent: an alert is keyed by its
 deterministic id, a risk row by (tenant, kind, value) on a compacted topic.
 """

@@ -1,6 +1,6 @@
 """Riding out a broker outage: the worker's durable steps are retried, never skipped or half-done.
 
-A batch's results must be acknowledged by Kafka before its input offsets are committed (STYLE.md 5).
+A batch's results must be acknowledged by Kafka before its input offsets are committed (docs/DESIGN.md "Delivery").
 When the broker goes away mid-step (restart, network blip, leader move), two things can fail:
 
 * **publishing** results (alerts, risk, dead letters, re-keyed events): the detectors have already

@@ -1,12 +1,12 @@
 """The behaviour model: isolation forests over window features, persisted as untrusted input.
 
-`AnomalyModel` follows the estimator API (STYLE.md 7): `fit(X, kinds) -> self`, fitted attributes end
+`AnomalyModel` follows the estimator API (scikit-learn's): `fit(X, kinds) -> self`, fitted attributes end
 in `_`, `score(X, kinds)` is higher for riskier windows (IsolationForest's `score_samples` is the
 opposite: flipped in `score`, nowhere else). There is one forest per entity kind — a tenant's minute
 and a visitor's minute are different populations — each with a calibration: quantiles of its
 training scores, so that `rarity` says "rarer than this share of the training windows".
 
-Persistence (STYLE.md 8): `save` writes `model.joblib` (only the fitted forests) and `manifest.json`
+Persistence (docs/DESIGN.md "Anomaly model"): `save` writes `model.joblib` (only the fitted forests) and `manifest.json`
 (the joblib file's SHA-256, the feature list, training window, row counts, library versions,
 calibration, population medians and MADs, parameters). `load` checks the manifest and the file's
 digest *before* unpickling anything, and refuses a mismatch with `ModelError`.

@@ -1,4 +1,4 @@
-"""Every registered detector passes the same contract (../shared/STYLE.md 2)."""
+"""Every registered detector passes the same contract (docs/DEVELOPING.md "How to add a detector")."""
 
 import random
 

@@ -1,4 +1,4 @@
-"""`Worker` without a broker: a fake consumer at the edge (STYLE.md 12), the real pipeline inside.
+"""`Worker` without a broker: a fake consumer at the edge (docs/DESIGN.md "Outside the process"), the real pipeline inside.
 
 What the live loop promises: results durable before offsets are committed (and the committed offset is
 the next record to read), a step that fails in an outage retried rather than skipped, a redelivered

@@ -1,4 +1,4 @@
-"""Loading the JOSE conformance vectors (tests/fixtures/jose, copied from ../shared/data/jose)."""
+"""Loading the JOSE conformance vectors (tests/fixtures/jose; sources in tests/fixtures/jose/SOURCE.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Riding out a broker outage: failed sends are sent again, failed commits retried, moved groups dropped.
 
-The producer and consumer here are doubles at the edge (STYLE.md 12) that fail the way kafka-python
+The producer and consumer here are doubles at the edge (docs/DESIGN.md "Outside the process") that fail the way kafka-python
 3.0.12 did in CI when the broker was stopped mid-commit (KafkaConnectionError from the coordinator
 look-up); the real outage is tests/integration/test_broker_restart.py.
 """
