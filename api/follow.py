@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from api.store import STATUSES, UNSET, AlertStore, StoredAlert, StoreQueryError, Unset
 from ingest.kafka_io import assign_at, lag
+from ingest.errors import Unavailable
 from scoring.alerts import Alert
 from scoring.risk import RiskUpdate
 
@@ -281,7 +282,7 @@ class LocalTriage:
                                  note=note, reason=reason)
 
 
-class TriageUnavailable(Exception):
+class TriageUnavailable(Unavailable):
     """The change could not be published, or was not applied here in time."""
 
 

@@ -24,6 +24,7 @@ from api.risk_table import ENTITY_KINDS, RISK_KINDS, RISK_SCHEMA, RiskPoint, Ris
 from api.store_rows import (UNSET, AuditEntry, BadCursor, Change, StoredAlert, StoreQueryError, Unset,
                             decode_body, decode_cursor, encode_body, encode_cursor, format_ts, merge_alert,
                             normalise_ts, utc_now)
+from ingest.errors import ConfigError
 from scoring.alerts import SEVERITIES, Alert, Status
 from scoring.risk import RiskUpdate
 
@@ -123,7 +124,7 @@ class AlertStore:
         """From the [store] section (`url = "sqlite:///PATH"`)."""
         url: str = store.url
         if not url.startswith("sqlite:///"):
-            raise ValueError("store url must be sqlite:///PATH")
+            raise ConfigError("store url must be sqlite:///PATH")
         return cls(url.removeprefix("sqlite:///"))
 
     def close(self) -> None:

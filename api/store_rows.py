@@ -13,12 +13,13 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.errors import QueryError
 from scoring.alerts import MAX_EVIDENCE_IDS, Alert
 
 _MAX_CURSOR_CHARS = 1024
 
 
-class StoreQueryError(ValueError):
+class StoreQueryError(QueryError):
     """A filter value the store cannot use; `code` is the API error code."""
 
     code = "bad_filter"

@@ -16,7 +16,7 @@ from detectors.token_unencrypted import UnencryptedTokenDetector
 from detectors.traffic_ip_allowlist import IpAllowlistDetector
 from detectors.traffic_rate_limit import RateLimitDetector
 
-DETECTORS: tuple[type, ...] = (
+DETECTORS: tuple[type[Detector], ...] = (
     NonceReplayDetector,
     TokenContextReplayDetector,
     RefreshReuseDetector,
@@ -31,17 +31,18 @@ DETECTORS: tuple[type, ...] = (
 )
 
 
-def build(det_cls: type, section: Any, tokens: Any, partition: str | None = None) -> Detector | None:
+def build(det_cls: type[Detector], section: Any, tokens: Any, partition: str | None = None) -> Detector | None:
     """The detector from its settings, for every stream (`partition` None: one process sees all) or
     for one re-keyed stream — None when it keeps no state by that stream's key."""
     if partition is None:
-        return det_cls.from_config(section, tokens)  # type: ignore[attr-defined,no-any-return]
-    if partition not in det_cls.partition_by:  # type: ignore[attr-defined]
+        return det_cls.from_config(section, tokens)
+    if partition not in det_cls.partition_by:
         return None
     factory = getattr(det_cls, "for_partition", None)
     if factory is not None:
-        return factory(section, tokens, partition)  # type: ignore[no-any-return]
-    return det_cls.from_config(section, tokens)  # type: ignore[attr-defined,no-any-return]
+        part: Detector = factory(section, tokens, partition)
+        return part
+    return det_cls.from_config(section, tokens)
 
 
 def store_for(detector: Detector) -> StateStore:

@@ -74,6 +74,13 @@ class Detector(Protocol):
         """Update `state` with `event` (on event time) and return what it found."""
         ...
 
+    @classmethod
+    def from_config(cls, section: Any, tokens: Any) -> Detector:
+        """Built from its `[detectors.<settings_key>]` section and the `[tokens]` settings. (Optional beside
+        it: `state_kind = "packed"` for a `PackedStore`, and a `for_partition(section, tokens, kind)`
+        classmethod for a detector on several re-keyed streams.)"""
+        ...
+
 
 def principal_entities(event: Event) -> tuple[Entity, ...]:
     """Who an event is about, most specific first: subject, client, token, IP."""

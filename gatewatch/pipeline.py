@@ -18,6 +18,7 @@ import msgspec
 from detectors import DETECTORS, build, store_for
 from detectors.base import EVENT_CLASSES, Detector, Signal, event_class, reads
 from detectors.state import StateStore
+from gatewatch.settings import Settings
 from ingest.deadletter import DeadLetter
 from ingest.decode import EventDecoder
 from ingest.errors import ConfigError, RecordError
@@ -82,7 +83,7 @@ class Pipeline:
         self._last_refresh = float("-inf")
 
     @classmethod
-    def from_settings(cls, settings: Any, validator: TokenValidator | None,
+    def from_settings(cls, settings: Settings, validator: TokenValidator | None,
                       partition: str | None = None) -> Pipeline:
         """The pipeline of the settings: all of it (`partition` None: replay, tests, one process that
         routes in memory), or the part that keeps state by one re-keyed stream's key (ingest/routing.py)."""

@@ -38,12 +38,13 @@ from typing import IO, Any
 from detectors import DETECTORS, Signal
 from gatewatch.pipeline import Pipeline
 from gatewatch.replay import BATCH, DeadLetterLog, ReplayResult, decoded_batches, read_jsonl
+from gatewatch.settings import Settings
 from ingest.events import Event
 from ingest.routing import PRINCIPAL, partition_of, principal_key, side_keys
 from scoring.features import KINDS
 
-_DETECTOR_RANK = {cls.name: i for i, cls in enumerate(DETECTORS)}  # type: ignore[attr-defined]
-_KIND_RANK = {cls.name: {kind: i for i, kind in enumerate(cls.partition_by)}  # type: ignore[attr-defined]
+_DETECTOR_RANK = {cls.name: i for i, cls in enumerate(DETECTORS)}
+_KIND_RANK = {cls.name: {kind: i for i, kind in enumerate(cls.partition_by)}
               for cls in DETECTORS}
 
 # Where one pipeline raises a detector signal: (position in the batch, detector, key kind, order within).
@@ -88,7 +89,7 @@ def _owners(event: Event, kinds: Iterable[str], jobs: int) -> dict[str, int | No
     return out
 
 
-def detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size: int = BATCH,
+def detect_job(settings: Settings, paths: list[str], jobs: int, job: int, batch_size: int = BATCH,
                spool: str | None = None) -> JobOutput:
     """One detect job: the whole input decoded, this job's keys detected; signals tagged for the scorer.
     Its dead letters are counted and, with `spool`, written to that file as they occur (never kept)."""
@@ -96,7 +97,7 @@ def detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size:
         return _detect_job(settings, paths, jobs, job, batch_size, DeadLetterLog(dlq))
 
 
-def _detect_job(settings: Any, paths: list[str], jobs: int, job: int, batch_size: int,
+def _detect_job(settings: Settings, paths: list[str], jobs: int, job: int, batch_size: int,
                 dead: DeadLetterLog) -> JobOutput:
     from gatewatch.heap import freeze_start_up
     from gatewatch.run import keyed_pipelines
@@ -142,7 +143,7 @@ def _run_job(args: tuple[Any, list[str], int, int, int, str | None]) -> JobOutpu
     return detect_job(*args)
 
 
-def replay_jobs(settings: Any, paths: list[str], jobs: int, *, batch_size: int = BATCH,
+def replay_jobs(settings: Settings, paths: list[str], jobs: int, *, batch_size: int = BATCH,
                 dlq: IO[str] | None = None) -> ReplayResult:
     """The replay of `paths` by `jobs` detect jobs and this process scoring; the alerts of `--jobs 1`.
 

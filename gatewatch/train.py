@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from gatewatch.settings import Settings
 from ingest.decode import EventDecoder
 from ingest.errors import GatewatchError, RecordError
 from ingest.events import Event, Source
@@ -58,7 +59,7 @@ def training_table(batches: Iterable[list[Event]], *, window_seconds: int, rolli
     return WindowTable.concat(parts), events, first, last
 
 
-def train(records: Iterable[tuple[bytes, Source | None]], settings: Any, validator: TokenValidator | None, *,
+def train(records: Iterable[tuple[bytes, Source | None]], settings: Settings, validator: TokenValidator | None, *,
           out: Path | None = None, seed: int | None = None, progress: IO[str] | None = None) -> dict[str, Any]:
     """Fit the behaviour model on `records` and write it to `out` (default `[model] path`); a summary."""
     started = time.monotonic()

@@ -4,6 +4,9 @@
     ├── ConfigError          bad configuration or usage (CLI exit 2; names the key)
     ├── KeyMaterialError     a JWKS file is missing, unreadable or holds an unusable key
     ├── ModelError           a model artifact fails its manifest or digest, or does not fit this code
+    ├── QueryError           a read asked for what cannot be answered as asked (a bad filter or cursor);
+    │                        also a ValueError
+    ├── Unavailable          something needed is not answering now (e.g. the triage log's Kafka): retry
     └── RecordError          one input record is unusable; carries a stable `code`
         ├── DecodeError      not UTF-8 JSON, wrong shape, missing/ill-typed field
         └── OversizeError    larger than limits.max_event_bytes
@@ -30,6 +33,16 @@ class KeyMaterialError(GatewatchError):
 
 class ModelError(GatewatchError):
     """A model artifact is incomplete, tampered with (digest mismatch) or made for other code; never loaded."""
+
+
+class QueryError(GatewatchError, ValueError):
+    """A query the caller asked for cannot be answered as asked; `code` is the API error code."""
+
+    code = "bad_request"
+
+
+class Unavailable(GatewatchError):
+    """Something this needs is not answering right now; the same request may work later."""
 
 
 class RecordError(GatewatchError):
