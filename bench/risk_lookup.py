@@ -85,9 +85,10 @@ async def bare_app(scope: dict[str, Any], receive: Callable[..., Any], send: Cal
 
 
 def serve_bare(port: int) -> int:
-    import uvicorn
+    from gatewatch.server import serve
 
-    uvicorn.run(bare_app, host="127.0.0.1", port=port, log_level="warning")  # as cmd_serve calls it
+    # the same server `gatewatch serve` runs the API on (default header timeout and connection cap)
+    serve(bare_app, host="127.0.0.1", port=port, header_timeout=10.0, max_connections=1000)
     return 0
 
 

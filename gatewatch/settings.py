@@ -315,6 +315,11 @@ class ApiSettings(_Section):
     # store and triages through the triage topic (api/follow.py). False: the store the workers write.
     follow_kafka: bool = False
     triage_timeout_seconds: float = Field(10.0, gt=0, le=300)  # a PATCH waits this long to see its change applied
+    # A connection that has not sent a complete request head this long after connecting (or after its
+    # previous response, kept alive) is closed: slow or silent half-open clients cannot pile up (gatewatch/server.py).
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    # Open connections served at once; one more is answered 503 at once and closed.
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
 
     @field_validator("bind")
     @classmethod
