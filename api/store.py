@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from api.database import Database, tenant_clause
+from api.store_schema import SCHEMA, SCHEMA_VERSION
 from api.risk_table import ENTITY_KINDS, RISK_KINDS, RISK_SCHEMA, RiskPoint, RiskTable, entity_keys
 from api.store_rows import (UNSET, AuditEntry, BadCursor, Change, StoredAlert, StoreQueryError, Unset,
                             decode_body, decode_cursor, encode_body, encode_cursor, format_ts, merge_alert,
@@ -30,44 +31,6 @@ from scoring.risk import RiskUpdate
 
 STATUSES: tuple[str, ...] = get_args(Status)
 CLOSED_STATUSES = frozenset({"resolved", "false_positive"})  # closing needs a reason (see `triage`)
-_SCHEMA_VERSION = 4  # 2: alerts.suppressed; 3: risk_history; 4: triage_changes (new tables come with the schema)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id            TEXT PRIMARY KEY,
-    type          TEXT NOT NULL,
-    severity      TEXT NOT NULL,
-    tenant        TEXT NOT NULL,
-    entity_kind   TEXT NOT NULL,
-    entity_value  TEXT NOT NULL,
-    first_seen    TEXT NOT NULL,
-    last_seen     TEXT NOT NULL,
-    count         INTEGER NOT NULL,
-    risk          REAL NOT NULL,
-    status        TEXT NOT NULL,
-    assignee      TEXT,
-    suppressed    INTEGER NOT NULL DEFAULT 0,
-    body          TEXT NOT NULL,
-    updated_seq   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_recent   ON alerts (last_seen DESC, id DESC);
-CREATE INDEX IF NOT EXISTS alerts_tenant   ON alerts (tenant, last_seen DESC, id DESC);
-CREATE INDEX IF NOT EXISTS alerts_status   ON alerts (status, last_seen DESC, id DESC);
-CREATE INDEX IF NOT EXISTS alerts_severity ON alerts (severity, last_seen DESC, id DESC);
-CREATE INDEX IF NOT EXISTS alerts_type     ON alerts (type, last_seen DESC, id DESC);
-CREATE INDEX IF NOT EXISTS alerts_entity   ON alerts (entity_value, entity_kind, last_seen DESC);
-CREATE INDEX IF NOT EXISTS alerts_seq      ON alerts (updated_seq);
-CREATE TABLE IF NOT EXISTS triage_changes (
-    change_id  TEXT PRIMARY KEY
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (
-    key      TEXT PRIMARY KEY,
-    value    TEXT NOT NULL,
-    updated  TEXT NOT NULL
-);
-"""
-
-
 def _as_set(value: str | Collection[str] | None) -> list[str] | None:
     if value is None:
         return None
@@ -87,7 +50,7 @@ class AlertStore:
         self.db = Database(self.path)
         self._db = self.db.conn
         self._lock = self.db.lock
-        self._db.executescript(_SCHEMA + RISK_SCHEMA)
+        self._db.executescript(SCHEMA + RISK_SCHEMA)
         self.risk = RiskTable(self.db, staleness_seconds=risk_staleness_seconds)
         self._migrate()
 
@@ -382,7 +345,7 @@ class AlertStore:
                              "last_seen DESC, id DESC)")
             if version < 3:  # risk rows written before history existed become its first points
                 self.risk.seed_history()
-            self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _next_seq(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM alerts").fetchone()[0])

@@ -33,7 +33,8 @@ from gatewatch.simulate import SimulationSpec, generate  # noqa: E402
 from gatewatch.train import decoded_batches, train, training_table  # noqa: E402
 from ingest.decode import EventDecoder  # noqa: E402
 from ingest.tokens import TokenValidator  # noqa: E402
-from scoring.anomaly import AnomalyModel, BehaviourScorer  # noqa: E402
+from scoring.anomaly import AnomalyModel  # noqa: E402
+from scoring.behaviour import BehaviourScorer  # noqa: E402
 from scoring.features import FEATURES, WindowFeatures, WindowTable  # noqa: E402
 
 SIZES = (1, 100, 10_000)

@@ -25,7 +25,7 @@ from ingest.errors import ConfigError, RecordError
 from ingest.events import Event, Source
 from ingest.tokens import TokenValidator
 from scoring.alerts import Alert, AlertBuilder
-from scoring.anomaly import BehaviourScorer
+from scoring.behaviour import BehaviourScorer
 from scoring.features import KINDS
 from scoring.risk import RiskEngine, RiskUpdate
 

@@ -14,7 +14,8 @@ from gatewatch.cli import main
 from gatewatch.pipeline import Pipeline
 from gatewatch.settings import load_settings
 from ingest.errors import ModelError
-from scoring.anomaly import MANIFEST_FILE, MODEL_FILE, AnomalyModel, BehaviourScorer
+from scoring.anomaly import MANIFEST_FILE, MODEL_FILE, AnomalyModel
+from scoring.behaviour import BehaviourScorer
 from scoring.explain import explain
 from scoring.features import FEATURES, KINDS, transform
 from tests.conftest import write_config
