@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from api.risk_table import HISTORY_PER_ENTITY
-from api.store import _SCHEMA_VERSION, AlertStore
+from api.store import AlertStore
+from api.store_schema import SCHEMA_VERSION
 from ingest.tokens import fingerprint
 from scoring.alerts import EntityRef, Suppression, rfc3339
 from scoring.risk import RiskUpdate
@@ -204,6 +205,6 @@ def test_a_version_2_store_gets_a_history_from_its_risk_rows(tmp_path):
     reopened = AlertStore(path)  # the current version now: not seeded twice
     try:
         assert len(reopened.risk_history("ip", "10.0.0.1")) == 2
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION >= 3
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
     finally:
         reopened.close()

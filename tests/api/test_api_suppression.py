@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from api.store import _SCHEMA_VERSION, AlertStore
+from api.store import AlertStore
+from api.store_schema import SCHEMA_VERSION
 from scoring.alerts import Suppression
 
 MUTE = Suppression(rule="scanner", owner="secops@example", expires="2026-12-01T00:00:00.000Z", reason="ours")
@@ -54,4 +55,4 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path, make_alert):
     store = AlertStore(path)
     assert store.list_alerts(suppressed=True)[0][0].id == a.id
     assert store.counts()["suppressed"] == 1
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
