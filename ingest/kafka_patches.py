@@ -16,6 +16,14 @@ The fix: before the original runs, a join task that finished successfully (and w
 the member's) is completed the way the original completes an awaited one — the listener's
 `on_partitions_assigned` with the assignment it brought. Applied only where the original still has the
 faulty test (its source is checked), so a kafka-python release that fixes it is left alone.
+
+A second hole of the same kind: `ConsumerCoordinator.poll` drives the join only while `need_rejoin()` is
+true. A leader that rejoins because the topics' metadata changed sends JoinGroup with heartbeats disabled;
+the SyncGroup it runs sets the assignment snapshot, after which `need_rejoin()` is false — so when that
+join finished between two polls, nothing ever completed it: no assignment, no heartbeats, and the broker
+dropped the member 45 s later (tests/integration/test_crash_keyed.py's clean keyed run once read nothing
+for 8 minutes; the broker log showed generation 2 assigned and the member then timing out). So a join in
+flight, or finished and not yet completed, counts as needing the rejoin until it is completed.
 """
 
 from __future__ import annotations
@@ -59,6 +67,19 @@ def keep_finished_joins() -> bool:
     setattr(join_group_async, _MARK, True)
     join_group_async.__wrapped__ = original  # type: ignore[attr-defined]
     BaseCoordinator.join_group_async = join_group_async
+
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    needs = ConsumerCoordinator.need_rejoin
+
+    def need_rejoin(self: Any) -> Any:
+        if self.rejoining and self._join_task is not None:  # a join started and not completed: drive it
+            return True
+        return needs(self)
+
+    setattr(need_rejoin, _MARK, True)
+    need_rejoin.__wrapped__ = needs  # type: ignore[attr-defined]
+    ConsumerCoordinator.need_rejoin = need_rejoin
     return True
 
 
@@ -66,6 +87,11 @@ def undo() -> None:
     """Put the original back (tests that show the bug)."""
     from kafka.coordinator.base import BaseCoordinator
 
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
     current = BaseCoordinator.join_group_async
     if getattr(current, _MARK, False):
         BaseCoordinator.join_group_async = current.__wrapped__
+    needs = ConsumerCoordinator.need_rejoin
+    if getattr(needs, _MARK, False):
+        ConsumerCoordinator.need_rejoin = needs.__wrapped__
