@@ -68,10 +68,6 @@ class IngestStage:
         self.hooks = RebalanceHooks(revoked=self.aligner.revoke, assigned=self._assigned)
         consumer.subscribe(topics=list(topics), listener=self.hooks)
 
-    def rebalancing(self) -> bool:
-        """Without partitions, or in a rebalance (revoked, not yet assigned again)."""
-        return self.hooks.rebalancing or not self.hooks.owned
-
     def _assigned(self, assigned: list[Any]) -> None:
         self.aligner.assign(assigned)
         self._gained.extend(assigned)  # positioned after the poll returns (`step`)

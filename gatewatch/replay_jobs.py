@@ -30,7 +30,6 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -75,16 +74,14 @@ def _model_order(signal: Signal) -> tuple[str, int, str, str]:
     return (str(signal.figures.get("window_start", "")), KINDS.index(entity.kind), signal.tenant, entity.value)
 
 
-def _owners(event: Event, kinds: Iterable[str], jobs: int) -> dict[str, int | None]:
+def _owners(event: Event, principal: bool, side: frozenset[str], jobs: int) -> dict[str, int | None]:
     """Per key kind: the job that owns this event's key (None: every job; absent: no key of that kind)."""
     out: dict[str, int | None] = {}
-    for kind in kinds:
-        if kind == PRINCIPAL:
-            key = principal_key(event)
-            out[kind] = None if key is None else partition_of(key, jobs)
-    side = [k for k in kinds if k != PRINCIPAL]
+    if principal:
+        key = principal_key(event)
+        out[PRINCIPAL] = None if key is None else partition_of(key, jobs)
     if side:
-        for kind, key in side_keys(event, frozenset(side)):
+        for kind, key in side_keys(event, side):
             out[kind] = partition_of(key, jobs)
     return out
 
@@ -110,13 +107,13 @@ def _detect_job(settings: Settings, paths: list[str], jobs: int, job: int, batch
     if decoder.behaviour is not None:
         out.anomaly_model = decoder.behaviour.status
     freeze_start_up()
-    kinds = list(pipelines)
+    principal, side = PRINCIPAL in pipelines, frozenset(k for k in pipelines if k != PRINCIPAL)
     # every job decodes everything; the decode dead letters are job 0's to report (else they would count N times)
     decode_dead = dead if job == 0 else (lambda _: None)
     for records, events in decoded_batches(decoder, read_jsonl(paths), batch_size, decode_dead):
         ordered = sorted(range(len(events)), key=lambda i: events[i].ts)  # stable: arrival order on ties
         rank = {i: pos for pos, i in enumerate(ordered)}
-        owners = [_owners(e, kinds, jobs) for e in events]
+        owners = [_owners(e, principal, side, jobs) for e in events]
         max_ts = max((e.ts for e in events), default=float("-inf"))
         found: list[tuple[Tag, bool, Signal]] = []
         model: list[Signal] = []

@@ -162,7 +162,7 @@ def run_keyed(settings: Settings, store: AlertStore, *, idle_exit: float | None,
                                           max_buffered_per_partition=k.max_buffered_per_partition),
                     report=_reporter(store, worker_id, records=lambda: ingest.records),
                     worker_id=worker_id, warmup_seconds=k.warmup_seconds, before_poll=feed,
-                    joining=ingest.rebalancing, stop=stop)
+                    joining=lambda: ingest.hooks.rebalancing, stop=stop)
     worker.install_signal_handlers()
     freeze_start_up()
     started = time.monotonic()

@@ -143,10 +143,6 @@ class Worker:
         self.aligner.assign(assigned)
         self.to_warm_up.extend(assigned)  # positioned after the poll returns (`warm_up`)
 
-    def rebalancing(self) -> bool:
-        """Without partitions, or in a rebalance (revoked, not yet assigned again)."""
-        return self.hooks.rebalancing or not self.hooks.owned
-
     def stop(self, *_: Any) -> None:
         self.stop_flag.set()
 
@@ -167,7 +163,7 @@ class Worker:
             polled = self._ask(partial(self.consumer.poll, timeout_ms=0 if fed else self.poll_timeout_ms), "polling")
             self.process(polled)
             if not self.last_polled and not self.last_released and not fed:
-                if self.rebalancing() or (self.joining is not None and self.joining()):
+                if self.hooks.rebalancing or (self.joining is not None and self.joining()):
                     last_data = self.clock()  # still joining the group: waiting is not idleness
                 elif opts.idle_exit_seconds is not None and self.clock() - last_data >= opts.idle_exit_seconds:
                     lag = sum(self.lag().values())

@@ -76,7 +76,8 @@ class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-
     (committed offsets, the time index) are not allowed: the owner positions gained partitions after
     the poll returns (`start_offsets`, `position_gained`).
 
-    `rebalancing`: between a revocation and the assignment that ends the rebalance. Meanwhile the client
+    `rebalancing`: without partitions, or between a revocation and the assignment that ends the rebalance
+    (what an owner waiting to judge idleness asks). Meanwhile the client
     still lists the old partitions as assigned (pending revocation: not fetched, their lag unknown), so an
     owner that judged idleness by `assignment()` could stop in the middle of a rebalance with records
     nobody reads. `owned`: the partitions of the last assignment not revoked since — what the owner may
@@ -86,11 +87,15 @@ class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-
     def __init__(self, *, revoked: Callable[[list[Any]], None], assigned: Callable[[list[Any]], None]) -> None:
         self._revoked = revoked
         self._assigned = assigned
-        self.rebalancing = True  # until the first assignment
+        self._between = True  # revoked, not assigned again (and before the first assignment)
         self.owned: set[Any] = set()
 
+    @property
+    def rebalancing(self) -> bool:
+        return self._between or not self.owned
+
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.rebalancing = True
+        self._between = True
         self.owned.difference_update(revoked)
         self._revoked(list(revoked))
 
@@ -100,7 +105,7 @@ class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.owned.update(assigned)
         self._assigned(list(assigned))
-        self.rebalancing = False
+        self._between = False
 
 
 def known_position(consumer: Any, tp: Any) -> int | None:

@@ -295,10 +295,10 @@ def test_a_partition_pending_revocation_leaves_no_ghost_that_holds_time_back(set
     for i, value in enumerate(values):
         consumer.add(i % 2, value)  # p0: records 0, 2, 4, 6; p1: 1, 3, 5, 7 (p1 never fully read: behind)
     worker = make_worker(settings, validator, consumer, sink)
-    assert worker.rebalancing()  # not joined yet
+    assert worker.hooks.rebalancing  # not joined yet
     for _ in range(5):  # no drain at the end: what is released here, the aligner let through on its own
         worker.process(consumer.poll())
-    assert not worker.rebalancing()
+    assert not worker.hooks.rebalancing
     assert all(tp.partition == 0 for tp in worker.aligner._parts)  # p1, pending revocation, was not brought back
     # p0's four records all released (the first step's p1 records went back to Kafka with the revocation)
     assert worker.aligner.buffered() == 0 and worker.records >= 4
