@@ -21,6 +21,7 @@ from typing import Any, get_args
 
 from api.database import Database, tenant_clause
 from api.store_schema import SCHEMA, SCHEMA_VERSION
+from api.holds_table import HOLDS_SCHEMA, HoldsTable
 from api.risk_table import ENTITY_KINDS, RISK_KINDS, RISK_SCHEMA, RiskPoint, RiskTable, entity_keys
 from api.store_rows import (UNSET, AuditEntry, BadCursor, Change, StoredAlert, StoreQueryError, Unset,
                             decode_body, decode_cursor, encode_body, encode_cursor, format_ts, merge_alert,
@@ -50,8 +51,9 @@ class AlertStore:
         self.db = Database(self.path)
         self._db = self.db.conn
         self._lock = self.db.lock
-        self._db.executescript(SCHEMA + RISK_SCHEMA)
+        self._db.executescript(SCHEMA + RISK_SCHEMA + HOLDS_SCHEMA)
         self.risk = RiskTable(self.db, staleness_seconds=risk_staleness_seconds)
+        self.holds = HoldsTable(self.db, staleness_seconds=risk_staleness_seconds)  # the gateway decision's
         self._migrate()
 
     # -- risk (api.risk_table) ------------------------------------------------------------------
@@ -62,6 +64,7 @@ class AlertStore:
     @risk_staleness_seconds.setter
     def risk_staleness_seconds(self, seconds: float) -> None:
         self.risk.staleness_seconds = seconds
+        self.holds.staleness_seconds = seconds
 
     def upsert_risk(self, updates: Iterable[RiskUpdate]) -> int:
         return self.risk.upsert_risk(updates)

@@ -32,6 +32,9 @@ class Signal:
     event_ids: tuple[str, ...]
     token_fps: tuple[str, ...] = ()
     figures: dict[str, Any] = field(default_factory=dict)
+    # False: a finding for the gateway's decision only (scoring/holds.py) — it makes no alert and adds no
+    # risk, e.g. a token issued from a refresh family already found compromised.
+    alerting: bool = True
 
     @property
     def entity(self) -> Entity:

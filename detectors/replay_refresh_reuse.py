@@ -28,6 +28,15 @@ for, `sub`, `client_id`) and the same for each later presentation (at most 64), 
 rotated jti that long costs memory proportional to a month of refreshes, so reuse of a token rotated
 more than `remember_seconds` ago is not detected (raise it if memory allows). Token events carry
 no `iss`, so the key is (tenant, jti) rather than (iss, jti).
+Token families (RFC 9700 §4.14.2: on reuse, revoke every token of the grant). A `refreshed` event
+links the presented refresh token to the one issued in exchange; an `issued` event with `refresh_jti`
+puts its access token in that refresh token's family. State `("rfam", tenant, jti)` names the family
+(the jti of its first refresh token) and `("fam", tenant, family)` holds its refresh jtis and access
+token fingerprints (at most 64 each), for `remember_seconds` after the family last changed. A reuse
+names every access token of the family as an entity (each gains risk, the alert lists them, and the
+gateway decision denies them: scoring/holds.py); an access token issued from the family after that gets
+a non-alerting signal that holds it too.
+
 Partition-locality: the state is keyed by the refresh token's jti; a refresh family keeps its
 `sub`, so routing `refreshed` events by `sub` (DESIGN.md) brings a reuse to the partition that
 holds the rotation. A `refreshed` event without `sub` would need routing by `presented_jti`.
@@ -44,6 +53,7 @@ from detectors.state import StateStore
 from ingest.events import Event, TokenRecord
 
 _MAX_LATER = 64  # later presentations remembered (and signalled) per rotated token
+_MAX_FAMILY = 64  # refresh jtis, and access tokens, remembered per family
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,14 @@ class _Presentation:
     sub: str | None
     client_id: str | None
     reported: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    root: str
+    refresh: tuple[str, ...] = ()  # refresh jtis of the chain
+    tokens: tuple[str, ...] = ()  # fingerprints of the access tokens issued with them
+    compromised: float | None = None  # event time of the first reuse found
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +108,77 @@ class RefreshReuseDetector:
 
     def observe(self, event: Event, state: StateStore) -> list[Signal]:
         rec = event.record
-        if not isinstance(rec, TokenRecord) or rec.type != "refreshed" or not rec.presented_jti:
+        if not isinstance(rec, TokenRecord):
             return []
+        if rec.type == "issued":
+            return self._issued(event, rec, state)
+        if rec.type != "refreshed" or not rec.presented_jti:
+            return []
+        family = self._link(state, rec.tenant, rec.presented_jti, rec.issued_jti, None, event.ts)
+        signals = self._reuse(event, rec, state)
+        if signals:
+            fam = family if family.compromised is not None else replace(family, compromised=signals[0].ts)
+            self._keep(state, rec.tenant, fam, event.ts)
+            signals = [self._with_family(s, fam) for s in signals]
+        return signals
+
+    # -- token families ---------------------------------------------------------------------------------
+    def _family(self, state: StateStore, tenant: str, jti: str) -> _Family:
+        root = state.get(("rfam", tenant, jti)) or jti
+        fam = state.get(("fam", tenant, root))
+        return fam if fam is not None else _Family(root)
+
+    def _keep(self, state: StateStore, tenant: str, fam: _Family, ts: float) -> None:
+        state.set(("fam", tenant, fam.root), fam, expires_at=ts + self.remember_seconds)
+
+    def _link(self, state: StateStore, tenant: str, refresh_jti: str, issued_jti: str | None,
+              tfp: str | None, ts: float) -> _Family:
+        """Put `issued_jti` (a refresh token issued in exchange) or `tfp` (an access token issued with it)
+        in the family of `refresh_jti`; returns the family as now stored."""
+        fam = self._family(state, tenant, refresh_jti)
+        refresh, tokens = fam.refresh, fam.tokens
+        for jti in (refresh_jti, issued_jti):
+            if jti is not None:
+                state.set(("rfam", tenant, jti), fam.root, expires_at=ts + self.remember_seconds)
+                if jti not in refresh and len(refresh) < _MAX_FAMILY:
+                    refresh = (*refresh, jti)
+        if tfp is not None and tfp not in tokens and len(tokens) < _MAX_FAMILY:
+            tokens = (*tokens, tfp)
+        fam = replace(fam, refresh=refresh, tokens=tokens)
+        self._keep(state, tenant, fam, ts)
+        return fam
+
+    def _issued(self, event: Event, rec: TokenRecord, state: StateStore) -> list[Signal]:
+        info = event.token
+        if not rec.refresh_jti or info is None or info.claims is None:
+            return []
+        fam = self._link(state, rec.tenant, rec.refresh_jti, None, info.tfp, event.ts)
+        if fam.compromised is None or event.ts < fam.compromised:
+            return []
+        ents = [Entity("token", info.tfp)]
+        if rec.sub:
+            ents.insert(0, Entity("subject", rec.sub))
+        return [Signal(
+            type=self.name, tenant=rec.tenant, ts=event.ts, entities=tuple(ents), strength=0.95,
+            reasons=(f"access token issued from refresh token {_short(rec.refresh_jti)}, whose family was found "
+                     f"reused at {_hhmmss(fam.compromised)}: denied with the rest of the family",),
+            event_ids=(rec.event_id,), token_fps=(info.tfp,),
+            figures={"family": _short(fam.root), "refresh_jti": rec.refresh_jti}, alerting=False)]
+
+    def _with_family(self, signal: Signal, fam: _Family) -> Signal:
+        if not fam.tokens:
+            return signal
+        tokens = tuple(Entity("token", tfp) for tfp in fam.tokens)
+        return replace(
+            signal, entities=(*signal.entities, *tokens), token_fps=fam.tokens,
+            reasons=(*signal.reasons, f"its family ({len(fam.refresh)} refresh tokens, {len(fam.tokens)} access "
+                     "tokens) is compromised: the gateway decision denies every one of them"),
+            figures={**signal.figures, "family": _short(fam.root), "family_refresh_tokens": len(fam.refresh),
+                     "family_access_tokens": len(fam.tokens)})
+
+    # -- reuse ------------------------------------------------------------------------------------------
+    def _reuse(self, event: Event, rec: TokenRecord, state: StateStore) -> list[Signal]:
+        assert rec.presented_jti is not None
         key = ("rt", rec.tenant, rec.presented_jti)
         mine = _Presentation(rec.event_id, event.ts, rec.issued_jti, rec.sub, rec.client_id)
         rot = self._live(state.get(key), event.ts)

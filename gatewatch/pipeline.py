@@ -27,6 +27,7 @@ from ingest.tokens import TokenValidator
 from scoring.alerts import Alert, AlertBuilder
 from scoring.behaviour import BehaviourScorer
 from scoring.features import KINDS
+from scoring.holds import Hold, TokenLedger, TokenSeen
 from scoring.risk import RiskEngine, RiskUpdate
 
 _EXPIRE_EVERY_SECONDS = 60.0
@@ -43,6 +44,8 @@ class BatchResult:
     alerts: list[Alert] = field(default_factory=list)  # new or changed in this batch, one per id
     risk: list[RiskUpdate] = field(default_factory=list)  # latest per entity in this batch
     late_events: int = 0
+    holds: list[Hold] = field(default_factory=list)  # for the gateway decision (scoring/holds.py)
+    tokens: list[TokenSeen] = field(default_factory=list)  # tokens seen for the first time
 
     def merge(self, other: BatchResult) -> None:
         self.events += other.events
@@ -51,6 +54,8 @@ class BatchResult:
         self.alerts += other.alerts
         self.risk += other.risk
         self.late_events += other.late_events
+        self.holds += other.holds
+        self.tokens += other.tokens
 
 
 @dataclass
@@ -67,7 +72,8 @@ class Pipeline:
     def __init__(self, *, decoder: EventDecoder, detectors: Sequence[Detector], alerts: AlertBuilder,
                  risk: RiskEngine, lateness_seconds: float = 30.0,
                  stores: dict[str, StateStore] | None = None, behaviour: BehaviourScorer | None = None,
-                 risk_refresh_seconds: float = 60.0) -> None:
+                 risk_refresh_seconds: float = 60.0, ledger: TokenLedger | None = None,
+                 track_tokens: bool = True) -> None:
         self.decoder = decoder
         self.detectors = list(detectors)
         self.alerts = alerts
@@ -81,12 +87,17 @@ class Pipeline:
         self._last_expiry = float("-inf")
         self.risk_refresh_seconds = risk_refresh_seconds
         self._last_refresh = float("-inf")
+        # Holds and token rows for the gateway decision (None: not wanted, e.g. a replay to a file). It reads
+        # the events only where they all come by principal (`track_tokens`), and every pipeline's signals.
+        self.ledger = ledger
+        self.track_tokens = track_tokens
 
     @classmethod
     def from_settings(cls, settings: Settings, validator: TokenValidator | None,
-                      partition: str | None = None) -> Pipeline:
+                      partition: str | None = None, *, holds: bool = False) -> Pipeline:
         """The pipeline of the settings: all of it (`partition` None: replay, tests, one process that
-        routes in memory), or the part that keeps state by one re-keyed stream's key (ingest/routing.py)."""
+        routes in memory), or the part that keeps state by one re-keyed stream's key (ingest/routing.py).
+        `holds`: also work out what the gateway decision denies (the live worker, for the store)."""
         detectors: list[Detector] = []
         for det_cls in DETECTORS:
             section = getattr(settings.detectors, det_cls.settings_key)
@@ -101,7 +112,8 @@ class Pipeline:
                                       f"{why}") from None
         sc = settings.scoring
         return cls(
-            decoder=EventDecoder(validator=validator, max_event_bytes=settings.limits.max_event_bytes),
+            decoder=EventDecoder(validator=validator, max_event_bytes=settings.limits.max_event_bytes,
+                                 formats=settings.ingest.topic_adapters()),  # [ingest] formats of the input topics
             detectors=detectors,
             alerts=AlertBuilder(group_seconds=sc.alert_group_seconds, suppressions=sc.suppression_rules()),
             risk=RiskEngine(half_life_seconds=sc.half_life_seconds, step_up_at=sc.step_up_at,
@@ -110,6 +122,9 @@ class Pipeline:
             behaviour=None if partition not in _FEATURE_KIND else BehaviourScorer.from_config(
                 sc, settings.model, kinds=_FEATURE_KIND[partition]),  # a tampered model: ModelError here
             risk_refresh_seconds=sc.risk_refresh_seconds,
+            ledger=TokenLedger(hold_seconds=settings.tokens.max_lifetime_seconds,
+                               leeway_seconds=settings.tokens.leeway_seconds) if holds else None,
+            track_tokens=partition in (None, "principal"),
         )
 
     @property
@@ -161,7 +176,12 @@ class Pipeline:
             else:
                 self._signal(signal, result, changed, risk)
 
-        result.late_events = self._detect(sorted(events, key=_by_time), score, result, warmup=warmup)
+        ordered = sorted(events, key=_by_time)
+        result.late_events = self._detect(ordered, score, result, warmup=warmup)
+        if self.ledger is not None and self.track_tokens:
+            holds, tokens = (result.holds, result.tokens) if not warmup else ([], [])
+            for event in ordered:
+                self.ledger.observe(event, holds, tokens)
         if self.behaviour is not None:
             self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
             for signal in self.behaviour.flush(self.watermark):
@@ -236,7 +256,8 @@ class Pipeline:
             self.behaviour.observe(arrival)
             model = self.behaviour.flush(self.watermark)
         for _, _, signal in found:
-            self.stats.signals[signal.type] += 1
+            if signal.alerting:
+                self.stats.signals[signal.type] += 1
         for signal in model:
             self.stats.signals[signal.type] += 1
         self.stats.events += len(ordered)
@@ -280,12 +301,19 @@ class Pipeline:
     def _remember(self, signal: Signal) -> None:
         """Warm-up: fold a signal into risk and the open alert (so counts and scores continue where the
         previous owner left them) without reporting anything — it was reported the first time."""
+        if not signal.alerting:
+            return
         updates = self.risk.add(signal)
         self.alerts.add(signal, updates[0].score if updates else 0.0)
 
     def _signal(self, signal: Signal, result: BatchResult, changed: dict[str, None],
                 risk: dict[tuple[str, str, str], RiskUpdate]) -> None:
-        """One signal, detector's or model's, into risk and alerts (the same path for both)."""
+        """One signal, detector's or model's, into risk and alerts (the same path for both), and the holds
+        it asks for; a non-alerting signal only the latter."""
+        if self.ledger is not None:
+            result.holds += self.ledger.on_signal(signal)
+        if not signal.alerting:
+            return
         result.signals.append(signal)
         self.stats.signals[signal.type] += 1
         updates = self.risk.add(signal)
@@ -318,6 +346,8 @@ class Pipeline:
             store.expire(wm)
         self.alerts.expire(wm)
         self.risk.expire(wm)
+        if self.ledger is not None:
+            self.ledger.expire(wm)
 
 
 _by_time = attrgetter("ts")

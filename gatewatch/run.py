@@ -45,7 +45,7 @@ def keyed_pipelines(settings: Settings, validator: TokenValidator | None) -> dic
     """One pipeline per key kind that has something to do (a detector or behaviour windows)."""
     out: dict[str | None, Pipeline] = {}
     for kind in KEY_KINDS:
-        p = Pipeline.from_settings(settings, validator, partition=kind)
+        p = Pipeline.from_settings(settings, validator, partition=kind, holds=True)
         if kind == PRINCIPAL or p.detectors or p.behaviour is not None:
             out[kind] = p
     return out
@@ -85,7 +85,7 @@ def run_single(settings: Settings, store: AlertStore, *, idle_exit: float | None
     from gatewatch.worker import Worker, WorkerOptions
 
     validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
-    pipeline = Pipeline.from_settings(settings, validator)
+    pipeline = Pipeline.from_settings(settings, validator, holds=True)
     model = _model_status(store, pipeline)
     k = settings.kafka
     worker_id = f"{socket.gethostname()}-{os.getpid()}"

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from api.store import AlertStore
 from ingest.delivery import AckedSender
 from gatewatch.pipeline import BatchResult
+from scoring.holds import Hold, TokenSeen
 from scoring.risk import RiskUpdate
 
 
@@ -59,14 +60,20 @@ class StoreSink:
         self.store = store
         self._alerts: list[Any] = []
         self._risk: list[RiskUpdate] = []
+        self._holds: list[Hold] = []
+        self._tokens: list[TokenSeen] = []
 
     def write(self, result: BatchResult) -> None:
         self._alerts += result.alerts
         self._risk += result.risk
+        self._holds += result.holds
+        self._tokens += result.tokens
 
     def flush(self) -> None:
         if self._alerts:
             self.store.upsert_alerts(self._alerts)
         if self._risk:
             self.store.upsert_risk(self._risk)
-        self._alerts, self._risk = [], []
+        if self._holds or self._tokens:
+            self.store.holds.upsert(self._holds, self._tokens)
+        self._alerts, self._risk, self._holds, self._tokens = [], [], [], []

@@ -52,6 +52,9 @@ class TokenRecord(msgspec.Struct, frozen=True, tag="token", tag_field="kind"):
     jti: str | None = None
     presented_jti: str | None = None
     issued_jti: str | None = None
+    # `issued`: the refresh token issued together with this access token, which puts the access token in
+    # that refresh token's family (a reused family is revoked whole, RFC 9700 §4.14.2)
+    refresh_jti: str | None = None
     sub: str | None = None
     client_id: str | None = None
 

@@ -47,10 +47,22 @@ class RiskPointOut(BaseModel):
     level: str
 
 
+class HoldOut(BaseModel):
+    """The gateway decision denies this entity until `until` (CONTRACT.md §6, Decision endpoint)."""
+
+    tenant: str
+    type: str = Field(description="the alert type that caused it, or token.revoked")
+    reason: str
+    since: str = Field(description="event time (RFC 3339)")
+    until: str = Field(description="event time (RFC 3339); ended holds stay listed for a day")
+
+
 class EntityPage(BaseModel):
     kind: Kind
     value: str = Field(description="as stored: a canonical IP address, a token's fingerprint")
     risk: list[EntityRisk] = Field(description="current risk per tenant, highest first")
+    holds: list[HoldOut] = Field(default_factory=list,
+                                 description="what the gateway decision denies it for, newest first")
     history: list[RiskPointOut] = Field(description="the newest risk changes, oldest first")
     alerts: list[AlertOut] = Field(description="recent alerts, newest first, suppressed ones included")
 
@@ -95,11 +107,15 @@ def entity_page(
     tenants = principal.tenant_filter()
     risk = store.entity_risk(kind, value, tenants)
     found = store.entity_alerts(kind, value, tenants, limit=max(alerts, 1))  # ≥ 1: does it have any?
-    if not risk and not found:
+    held = sorted(store.holds.holds_of([(kind, canonical_value(kind, value))], tenants),
+                  key=lambda h: (-h.since, h.type))
+    if not risk and not found and not held:
         raise NotFound("no such entity")
     points = store.risk_history(kind, value, tenants, limit=history)
     return EntityPage(
         kind=kind, value=canonical_value(kind, value),
         risk=[EntityRisk(**_risk(r)) for r in risk],
+        holds=[HoldOut(tenant=h.tenant, type=h.type, reason=h.reason, since=rfc3339(h.since),
+                       until=rfc3339(h.until)) for h in held],
         history=[RiskPointOut(at=rfc3339(p.ts), tenant=p.tenant, score=p.score, level=p.level) for p in points],
         alerts=[AlertOut.of(a) for a in found[:alerts]])

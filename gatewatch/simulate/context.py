@@ -90,7 +90,8 @@ class Sim:
 
     def token_event(self, t: float, tenant: Tenant, type_: str, *, sub: str, client_id: str,
                     token: str | None = None, jti: str | None = None, presented_jti: str | None = None,
-                    issued_jti: str | None = None, labels: tuple[dict[str, Any], ...] = NO_LABELS) -> Item:
+                    issued_jti: str | None = None, refresh_jti: str | None = None,
+                    labels: tuple[dict[str, Any], ...] = NO_LABELS) -> Item:
         t = quantize(t)
         ev: dict[str, Any] = {"kind": "token", "event_id": self.event_id(), "ts": rfc3339(t),
                               "tenant": tenant.name, "type": type_}
@@ -101,6 +102,8 @@ class Sim:
         if presented_jti is not None:
             ev["presented_jti"] = presented_jti
             ev["issued_jti"] = issued_jti
+        if refresh_jti is not None:  # `issued`: the refresh token issued with it (its family)
+            ev["refresh_jti"] = refresh_jti
         ev["sub"] = sub
         ev["client_id"] = client_id
         return t, SimEvent(TOKENS_TOPIC, sub, ev, labels)

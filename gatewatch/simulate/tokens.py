@@ -105,7 +105,7 @@ class TokenBroker:
 
     def _issued(self, device: Device, t: float, labels: tuple[dict[str, Any], ...] = NO_LABELS) -> Item:
         return self.sim.token_event(t, device.tenant, "issued", sub=device.sub, client_id=device.client_id,
-                                    token=device.token, labels=labels)
+                                    token=device.token, refresh_jti=device.refresh_jti, labels=labels)
 
     def login(self, device: Device, t: float, ip: str) -> list[Item]:
         sim = self.sim

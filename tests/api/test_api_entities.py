@@ -46,7 +46,7 @@ def test_entity_page_shape(client, creds, auth, alice, make_alert):
     r = client.get("/v1/entities/subject/alice", headers=h)
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"kind", "value", "risk", "history", "alerts"}
+    assert set(body) == {"kind", "value", "risk", "holds", "history", "alerts"}
     assert (body["kind"], body["value"]) == ("subject", "alice")
     assert body["risk"] == [
         {"tenant": "globex", "score": 90.0, "level": "high", "action": "deny", "reasons": ["why"],
@@ -208,3 +208,19 @@ def test_a_version_2_store_gets_a_history_from_its_risk_rows(tmp_path):
         assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
     finally:
         reopened.close()
+
+
+def test_entity_page_lists_what_the_gateway_denies_it_for(client, creds, auth, store) -> None:
+    """A revoked token has no alert and no risk row, yet its page exists and shows the hold, per tenant."""
+    from scoring.holds import Hold
+
+    tfp = fingerprint("a.revoked.token")
+    store.holds.upsert([Hold("acme", "token", tfp, "token.revoked", "token j-1 was revoked", T0, T0 + 3600),
+                        Hold("globex", "token", tfp, "token.revoked", "elsewhere", T0, T0 + 60)], [])
+    r = client.get("/v1/entities/token/a.revoked.token", headers=auth(creds["analyst"]))  # the compact form
+    assert r.status_code == 200
+    body = r.json()
+    assert body["value"] == tfp and body["risk"] == [] and body["alerts"] == []
+    assert [(x["tenant"], x["type"], x["reason"], x["until"]) for x in body["holds"] if x["tenant"] == "acme"] == [
+        ("acme", "token.revoked", "token j-1 was revoked", rfc3339(T0 + 3600))]
+    assert client.get(f"/v1/entities/token/{fingerprint('other')}", headers=auth(creds["analyst"])).status_code == 404

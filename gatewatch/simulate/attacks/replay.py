@@ -126,10 +126,11 @@ def replay_refresh_reuse(sim: Sim, t0: float, run: AttackRun) -> Iterator[Item]:
     claims = broker.claims(dev, int(ta))
     token = broker.mint(claims)
     ta += rng.uniform(0.005, 0.04)
+    thief_refresh = sim.jti()
     att.append(sim.token_event(ta, tenant, "refreshed", sub=dev.sub, client_id=dev.client_id,
-                               presented_jti=stolen, issued_jti=sim.jti(), labels=labels))
+                               presented_jti=stolen, issued_jti=thief_refresh, labels=labels))
     att.append(sim.token_event(ta + 0.002, tenant, "issued", sub=dev.sub, client_id=dev.client_id,
-                               token=token, labels=labels))
+                               token=token, refresh_jti=thief_refresh, labels=labels))
     for _ in range(rng.randint(2, 8)):
         ta += sim.lognormal(15.0, 0.8)
         if ta > claims["exp"] - 5:

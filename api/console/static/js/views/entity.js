@@ -5,7 +5,7 @@ import { riskChart } from "../chart.js";
 import { fill, h, note } from "../dom.js";
 import { onAlert } from "../live.js";
 import { alertRow, alertTable } from "./alerts-table.js";
-import { fetchEntity, riskNowTable } from "./risk.js";
+import { fetchEntity, holdsTable, riskNowTable } from "./risk.js";
 
 export function entityView(root, { params }) {
   const [kind, value] = params;
@@ -13,6 +13,8 @@ export function entityView(root, { params }) {
   let destroyChart = () => {};
   const riskBox = h("section", { class: "box" }, h("h2", {}, "Current risk"), note("Loading…"));
   const chartBox = h("section", { class: "box" }, h("h2", {}, "Risk over time"), note("Loading…"));
+  // Shown only when the gateway decision denies the entity (a revoked or replayed token, a spent budget).
+  const holdsBox = h("section", { class: "box holds-box", hidden: true });
   const alertsBox = h("section", { class: "box" }, h("h2", {}, "Recent alerts"), note("Loading…"));
   const rows = new Map();
   let tbody = null;
@@ -20,7 +22,7 @@ export function entityView(root, { params }) {
   fill(root, 
     h("p", { class: "crumbs" }, h("a", { href: "#/alerts" }, "← Alert queue")),
     h("h1", {}, h("span", { class: "kind" }, kind), " ", value),
-    riskBox, chartBox, alertsBox);
+    riskBox, holdsBox, chartBox, alertsBox);
 
   function showAlerts(alerts) {
     const t = alertTable(alerts);
@@ -42,6 +44,10 @@ export function entityView(root, { params }) {
         return;
       }
       fill(riskBox, h("h2", {}, "Current risk"), riskNowTable(data.risk));
+      if (data.holds && data.holds.length) {
+        fill(holdsBox, h("h2", {}, "Denied at the gateway"), holdsTable(data.holds));
+        holdsBox.hidden = false;
+      }
       const box = h("div", { class: "chart-box" });
       fill(chartBox, h("h2", {}, "Risk over time"), box);
       destroyChart = riskChart(box, data.history);

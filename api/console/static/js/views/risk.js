@@ -41,6 +41,15 @@ export function riskNowTable(rows) {
       h("td", {}, actionBadge(r.action)), h("td", {}, reasonsList(r.reasons)), h("td", {}, time(r.as_of))))));
 }
 
+/** Holds of one entity: [{tenant, type, reason, since, until}] — what the gateway decision denies it for. */
+export function holdsTable(holds) {
+  return h("table", { class: "holds" },
+    h("thead", {}, h("tr", {}, ["Tenant", "Because", "Reason", "Since", "Until"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, holds.map((x) => h("tr", { dataset: { type: x.type } },
+      h("td", {}, x.tenant), h("td", {}, x.type), h("td", {}, x.reason), h("td", {}, time(x.since)),
+      h("td", {}, time(x.until))))));
+}
+
 /** The overview's riskiest entities: [{tenant, kind, value, score, level, action, reasons, as_of}]. */
 export function riskiestTable(items) {
   if (!items || !items.length) return h("p", { class: "muted" }, "No entity carries any risk right now.");
