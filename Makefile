@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup system-deps demo test unit lint kafka-start kafka-stop bench clean
 
-# Java, Maven (and for the tests Chromium): installed from Debian when possible, else one line on what
+# Java, Maven (and for the tests Chromium and nginx): installed from Debian when possible, else one line on what
 # is missing and how to install it (deploy/system-deps.sh; .ci/run uses the same script).
 SYSTEM_DEPS_FOR := demo
 test: SYSTEM_DEPS_FOR := test

@@ -39,7 +39,7 @@ _REASON_MAX = 200
 
 def _ascii(text: str) -> str:
     """A header-safe one-line reason: printable ASCII only, bounded."""
-    out = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+    out = "".join(c if 32 <= ord(c) < 127 else "?" for c in text.replace("…", "..."))
     return out[:_REASON_MAX]
 
 

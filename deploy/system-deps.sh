@@ -4,7 +4,8 @@
 #
 #   deploy/system-deps.sh demo    Java 17 and Maven (the Kafka broker and fetching its jars)
 #   deploy/system-deps.sh test    the same, plus Chromium (the console's browser test, driven through
-#                                 Playwright without a browser download)
+#                                 Playwright without a browser download) and nginx (the gateway tests run
+#                                 the real server from a private prefix, never as a system service)
 #
 # Missing packages are installed from Debian with apt-get when this can be done without a password
 # (root, or sudo -n); otherwise the script stops at once with one line naming what is missing and the
@@ -21,6 +22,8 @@ java_ok || { need+=(openjdk-17-jre-headless); missing+=("Java 17"); }
 command -v mvn >/dev/null || { need+=(maven); missing+=(Maven); }
 if [ "$what" = test ]; then
   command -v chromium >/dev/null || { need+=(chromium); missing+=(Chromium); }
+  # /usr/sbin is not on every PATH; GATEWATCH_NGINX names another binary (tests/nginx_helpers.py reads it too)
+  command -v nginx >/dev/null || test -x "${GATEWATCH_NGINX:-/usr/sbin/nginx}" || { need+=(nginx); missing+=(nginx); }
 fi
 
 py="${PY:-python3}"
@@ -40,5 +43,13 @@ if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null; then
   exit 1
 fi
 echo "gatewatch: installing ${need[*]} from Debian" >&2
+# Debian's nginx package starts its service on port 80 when installed: a policy-rc.d that refuses every
+# start (the Debian mechanism invoke-rc.d and deb-systemd-invoke obey) keeps it stopped, unless the machine
+# has one already (Docker images do). The tests run nginx themselves, unprivileged, from a private prefix.
+if [[ " ${need[*]} " == *" nginx "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod 755 /usr/sbin/policy-rc.d
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $SUDO apt-get update -q >&2
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2

@@ -14,6 +14,7 @@ from detectors.token_misuse import CrossTenantDetector, ExpiredUseDetector
 from detectors.token_revoked_use import RevokedUseDetector
 from detectors.token_unencrypted import UnencryptedTokenDetector
 from detectors.traffic_ip_allowlist import IpAllowlistDetector
+from detectors.traffic_llm_budget import LlmBudgetDetector
 from detectors.traffic_rate_limit import RateLimitDetector
 
 DETECTORS: tuple[type[Detector], ...] = (
@@ -28,6 +29,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     JtiCollisionDetector,
     RateLimitDetector,
     IpAllowlistDetector,
+    LlmBudgetDetector,
 )
 
 

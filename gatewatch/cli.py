@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from gatewatch import commands
 from gatewatch.terminal import printable
+from ingest.adapters import FORMATS
 from ingest.errors import ConfigError, GatewatchError, KeyMaterialError, ModelError
 
 
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", help="the alerts and risk API and the analyst console")
     serve.add_argument("--bind", help="HOST:PORT (default [api] bind)")
 
+    decide = add("decide", help="the decision endpoint a gateway asks on every request (nginx auth_request)")
+    decide.add_argument("--bind", help="HOST:PORT (default [decision] bind)")
+
     replay = add("replay", help="offline replay of historical events through the pipeline")
     replay.add_argument("paths", nargs="*", metavar="PATH", help="JSONL files (.gz ok, - for stdin)")
     replay.add_argument("--out", help="write alerts as JSONL to FILE (- for stdout)")
@@ -46,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", metavar="TS", help="with --from-topic: RFC 3339 end (exclusive)")
     replay.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="detect on N processes (files only); the same alerts as one")
+    replay.add_argument("--format", choices=sorted(FORMATS), metavar="NAME",
+                        help="the records' log format: " + ", ".join(sorted(FORMATS)) + " (files: default gatewatch; "
+                        "--from-topic: default the topic's [ingest] formats entry)")
 
     train = add("train", help="fit the anomaly model on historical events")
     train.add_argument("paths", nargs="+", metavar="PATH", help="JSONL files (.gz ok, - for stdin)")
@@ -71,6 +78,40 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="write events as JSONL to FILE (- for stdout)")
     sim.add_argument("--labels", help="write attack labels as JSONL to FILE")
     sim.add_argument("--kafka", action="store_true", help="produce to the Kafka input topics")
+
+    collect = add("collect", help="receive nginx's syslog access log and publish it to [kafka] access_topic")
+    collect.add_argument("--listen", required=True, metavar="ADDR",
+                         help="unix:/PATH (a datagram socket it creates) or udp:HOST:PORT")
+    collect.add_argument("--tag", default="gatewatch", help="the syslog tag nginx sends (default gatewatch)")
+    collect.add_argument("--socket-mode", default="660", metavar="OCTAL", help="unix socket permissions (default 660)")
+    collect.add_argument("--rcvbuf", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                         help="socket receive buffer asked for (capped by net.core.rmem_max)")
+    collect.add_argument("--queue", type=int, default=10_000, metavar="N", help="lines held between socket and Kafka")
+    collect.add_argument("--drain-seconds", type=float, default=30.0, metavar="S",
+                         help="on SIGTERM/SIGINT, how long to keep trying to deliver what is held")
+
+    ngx = add("nginx-config", help="print an nginx config that puts gatewatch in front of an upstream")
+    ngx.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the service nginx fronts")
+    ngx.add_argument("--collector", required=True, metavar="ADDR",
+                     help="where `gatewatch collect` listens: unix:/PATH or udp:HOST:PORT")
+    ngx.add_argument("--decision", metavar="HOST:PORT", help="the decision endpoint (default [decision] bind)")
+    ngx.add_argument("--listen", default="8000", metavar="[HOST:]PORT", help="where nginx listens (default 8000)")
+    ngx.add_argument("--route", action="append", default=[], metavar="PATH=TENANT[:ROUTE]",
+                     help="a proxied prefix location and whose it is (repeat); other paths get 404")
+    ngx.add_argument("--fail-mode", choices=("open", "closed"),
+                     help="decision unreachable, timed out or 5xx: open lets the request through, closed answers "
+                          "--fail-status (default [decision] fail_mode)")
+    ngx.add_argument("--fail-status", type=int, choices=(503, 403), default=503)
+    ngx.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                     help="a proxy in front of nginx whose X-Forwarded-For is believed (repeat)")
+    ngx.add_argument("--default-tenant", default="default", help="tenant of requests outside every route")
+    ngx.add_argument("--gateway", help="the events' gateway name (default nginx's $hostname)")
+    ngx.add_argument("--tag", default="gatewatch", help="syslog tag (default gatewatch)")
+    ngx.add_argument("--workers", default="auto", help="worker_processes (default auto)")
+    ngx.add_argument("--decision-connect-timeout-ms", type=int, default=100, metavar="MS")
+    ngx.add_argument("--decision-timeout-ms", type=int, default=250, metavar="MS", help="send/read timeout")
+    ngx.add_argument("--user", help="`user` directive, when the master is started as root")
+    ngx.add_argument("--out", metavar="FILE", help="write the config here instead of stdout")
 
     token = add("token", help="token tools")
     tsub = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)

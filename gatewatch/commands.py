@@ -20,7 +20,8 @@ from ingest.tokens import TokenValidator
 
 def dispatch(args: argparse.Namespace) -> int:
     handler = {
-        "run": cmd_run, "serve": cmd_serve, "replay": cmd_replay, "train": cmd_train,
+        "run": cmd_run, "serve": cmd_serve, "decide": cmd_decide, "collect": cmd_collect,
+        "nginx-config": cmd_nginx_config, "replay": cmd_replay, "train": cmd_train,
         "backtest": cmd_backtest, "simulate": cmd_simulate, "token": cmd_token, "keys": cmd_keys,
     }[args.command]
     return handler(args)
@@ -93,6 +94,33 @@ def _without_workers(argv: list[str]) -> list[str]:
     return out
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from api.decision import DecisionEngine
+    from api.decision_server import DecisionServer
+
+    settings = _settings(args)
+    d = settings.decision
+    bind = args.bind or d.bind
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--bind must be HOST:PORT, got {bind!r}")
+    store = _store(settings)
+    store.risk_staleness_seconds = d.refresh_seconds
+    engine = DecisionEngine(store, fail_mode=d.fail_mode, max_token_bytes=settings.limits.max_token_bytes)
+    server = DecisionServer(engine, trusted_proxies=d.trusted_proxies, reason_header=d.reason_header,
+                            header_timeout_seconds=d.header_timeout_seconds, max_connections=d.max_connections)
+    print(f"gatewatch decide: listening on {host}:{port} (fail {d.fail_mode})", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(server.serve(host, int(port)))
+    except OSError as exc:  # the port is taken, the address is not ours
+        raise GatewatchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    print(f"gatewatch decide: stopped after {sum(server.counts.values())} decisions "
+          f"({dict(server.counts)})", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.follow import TriageLog
@@ -148,11 +176,79 @@ def _follow_kafka(settings: Settings, store: Any) -> tuple[Any, Any]:
     return follower, producer
 
 
+# -- nginx: collect / nginx-config ---------------------------------------------------------------
+def cmd_collect(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from kafka.errors import KafkaError
+
+    from gatewatch.collector import Collector, open_listener, unix_queue_warning
+    from gatewatch.topics import ensure_topics
+    from ingest.kafka_io import make_producer
+
+    settings = _settings(args)
+    try:
+        mode = int(args.socket_mode, 8)
+    except ValueError:
+        raise ConfigError(f"--socket-mode must be octal, got {args.socket_mode!r}") from None
+    if args.queue < 1 or args.drain_seconds < 0:
+        raise ConfigError("--queue must be >= 1 and --drain-seconds >= 0")
+    k = settings.kafka
+    try:
+        ensure_topics(k)
+        producer = make_producer(k)
+        for topic in (k.access_topic, k.dlq_topic):  # metadata known now: a send in a later outage does not block
+            producer.partitions_for(topic)
+    except KafkaError as exc:
+        raise GatewatchError(f"Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}") from None
+    sock = open_listener(args.listen, mode=mode, rcvbuf=args.rcvbuf)
+    warning = unix_queue_warning(args.listen)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    collector = Collector(sock, producer, listen=args.listen, access_topic=k.access_topic, dlq_topic=k.dlq_topic,
+                          tag=args.tag, max_event_bytes=settings.limits.max_event_bytes, queue_lines=args.queue,
+                          drain_seconds=args.drain_seconds)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: collector.request_stop())
+    sys.setswitchinterval(0.001)  # the reader thread gets the GIL back within 1 ms: the socket's queue is short
+    print(f"gatewatch collect: listening on {args.listen}, publishing to {k.access_topic}", file=sys.stderr, flush=True)
+    try:
+        summary = collector.run()
+    finally:
+        sock.close()
+        if args.listen.startswith("unix:"):
+            with contextlib.suppress(OSError):
+                os.unlink(args.listen[5:])
+        producer.close(timeout=0 if collector.lost else 10)
+    print(json.dumps(summary))
+    return 1 if summary["lost"] else 0
+
+
+def cmd_nginx_config(args: argparse.Namespace) -> int:
+    from gatewatch.nginx_config import NginxOptions, parse_route, render
+
+    settings = _settings(args)
+    text = render(NginxOptions(
+        upstream=args.upstream, decision=args.decision or settings.decision.bind, collector=args.collector,
+        fail=args.fail_mode or settings.decision.fail_mode, fail_status=args.fail_status, listen=args.listen,
+        routes=tuple(parse_route(r) for r in args.route), default_tenant=args.default_tenant,
+        gateway=args.gateway, trusted_proxies=tuple(args.trusted_proxy), workers=args.workers, tag=args.tag,
+        connect_timeout_ms=args.decision_connect_timeout_ms, read_timeout_ms=args.decision_timeout_ms,
+        user=args.user, max_token_bytes=settings.limits.max_token_bytes))
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # -- replay / backtest -------------------------------------------------------------------------
 def _replay(args: argparse.Namespace, settings: Settings, dlq: str | None = None) -> Any:
     """The replay the arguments ask for; dead letters go to the file `dlq` as they occur (counted either way)."""
-    from gatewatch.replay import read_jsonl, read_topic_range, replay
+    from gatewatch.replay import read_jsonl, read_topic_range, replay, use_format
 
+    log_format = getattr(args, "format", None)  # `replay --format`: files default to gatewatch's own format
     if getattr(args, "jobs", 1) < 1:
         raise ConfigError("--jobs must be 1 or more")
 
@@ -178,9 +274,11 @@ def _replay(args: argparse.Namespace, settings: Settings, dlq: str | None = None
             if "-" in args.paths:
                 raise ConfigError("--jobs needs files: each job reads the input itself (not stdin)")
             with _text_file(dlq) as out:
-                return replay_jobs(settings, list(args.paths), jobs, dlq=out)
+                return replay_jobs(settings, list(args.paths), jobs, dlq=out, log_format=log_format or "gatewatch")
         records = read_jsonl(args.paths)
     pipeline = _pipeline(settings)
+    if not args.from_topic or log_format is not None:  # a topic range: its [ingest] formats entry, unless --format
+        use_format(pipeline, settings.ingest, log_format or "gatewatch")
     freeze_start_up()
     with _text_file(dlq) as out:
         return replay(pipeline, records, progress=_progress(), dlq=out)

@@ -110,6 +110,44 @@ class IpAllowlistSettings(Section):
     realert_seconds: int = Field(3600, ge=60)  # one alert per (tenant, route, address) per hour
 
 
+class LlmMinuteBudgets(Section):
+    # LLM tokens (prompt + completion, all models together) per clock minute; 0 = no budget for that scope.
+    subject: int = Field(1_000_000, ge=0)  # one token subject (a user or a service)
+    client: int = Field(2_000_000, ge=0)  # one OAuth client: all of its users together
+    tenant: int = Field(5_000_000, ge=0)  # the whole tenant
+
+
+class LlmDayBudgets(Section):
+    # LLM tokens (prompt + completion, all models together) per UTC day; 0 = no budget for that scope.
+    subject: int = Field(500_000_000, ge=0)
+    client: int = Field(1_000_000_000, ge=0)
+    tenant: int = Field(5_000_000_000, ge=0)
+
+
+class LlmBudgetTable(Section):
+    # One model's or one tenant's budgets of one window; unset: none of the model's own / the default.
+    subject: int | None = Field(None, ge=0)
+    client: int | None = Field(None, ge=0)
+    tenant: int | None = Field(None, ge=0)
+
+
+class LlmBudgetOverride(Section):
+    per_minute: LlmBudgetTable = LlmBudgetTable()
+    per_day: LlmBudgetTable = LlmBudgetTable()
+
+
+class LlmBudgetSettings(Section):
+    enabled: bool = True
+    per_minute: LlmMinuteBudgets = LlmMinuteBudgets()
+    per_day: LlmDayBudgets = LlmDayBudgets()
+    # model -> budgets of its own, on its tokens alone, checked besides the overall ones,
+    # e.g. "gpt-4o" = {per_minute = {subject = 200000}}
+    models: dict[str, LlmBudgetOverride] = {}
+    # tenant -> its own overall budgets (an unset scope keeps per_minute / per_day; 0 = none)
+    tenants: dict[str, LlmBudgetOverride] = {}
+    max_evidence: int = Field(20, ge=1, le=1000)  # event ids kept as evidence per signal
+
+
 class DetectorsSettings(Section):
     replay_nonce: NonceReplaySettings = NonceReplaySettings()
     replay_token_context: TokenContextReplaySettings = TokenContextReplaySettings()
@@ -122,3 +160,4 @@ class DetectorsSettings(Section):
     token_expired_use: ExpiredUseSettings = ExpiredUseSettings()
     token_cross_tenant: CrossTenantSettings = CrossTenantSettings()
     token_jti_collision: JtiCollisionSettings = JtiCollisionSettings()
+    traffic_llm_budget: LlmBudgetSettings = LlmBudgetSettings()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gatewatch.pipeline import Pipeline
+from gatewatch.settings import IngestSettings
 from ingest.deadletter import DeadLetter
 from ingest.events import Event, Source
 from scoring.alerts import Alert
@@ -66,6 +67,12 @@ class DeadLetterLog:
     @property
     def total(self) -> int:
         return sum(self.codes.values())
+
+
+def use_format(pipeline: Pipeline, ingest: IngestSettings, name: str) -> None:
+    """Every record `pipeline` decodes is in log format `name` (`replay --format`; "gatewatch" is the contract's
+    own), whatever its source: `[ingest] formats`, which names input topics, then does not apply."""
+    pipeline.decoder.set_formats({}, ingest.adapter(name))
 
 
 def _open(path: str) -> IO[bytes]:

@@ -36,7 +36,7 @@ from typing import IO, Any
 
 from detectors import DETECTORS, Signal
 from gatewatch.pipeline import Pipeline
-from gatewatch.replay import BATCH, DeadLetterLog, ReplayResult, decoded_batches, read_jsonl
+from gatewatch.replay import BATCH, DeadLetterLog, ReplayResult, decoded_batches, read_jsonl, use_format
 from gatewatch.settings import Settings
 from ingest.events import Event
 from ingest.routing import PRINCIPAL, partition_of, principal_key, side_keys
@@ -87,15 +87,15 @@ def _owners(event: Event, principal: bool, side: frozenset[str], jobs: int) -> d
 
 
 def detect_job(settings: Settings, paths: list[str], jobs: int, job: int, batch_size: int = BATCH,
-               spool: str | None = None) -> JobOutput:
-    """One detect job: the whole input decoded, this job's keys detected; signals tagged for the scorer.
-    Its dead letters are counted and, with `spool`, written to that file as they occur (never kept)."""
+               spool: str | None = None, log_format: str = "gatewatch") -> JobOutput:
+    """One detect job: the whole input (in `log_format`) decoded, this job's keys detected; signals tagged for
+    the scorer. Its dead letters are counted and, with `spool`, written to that file as they occur (never kept)."""
     with open(spool, "w", encoding="utf-8") if spool else contextlib.nullcontext() as dlq:
-        return _detect_job(settings, paths, jobs, job, batch_size, DeadLetterLog(dlq))
+        return _detect_job(settings, paths, jobs, job, batch_size, DeadLetterLog(dlq), log_format)
 
 
 def _detect_job(settings: Settings, paths: list[str], jobs: int, job: int, batch_size: int,
-                dead: DeadLetterLog) -> JobOutput:
+                dead: DeadLetterLog, log_format: str) -> JobOutput:
     from gatewatch.heap import freeze_start_up
     from gatewatch.run import keyed_pipelines
     from ingest.tokens import TokenValidator
@@ -103,6 +103,7 @@ def _detect_job(settings: Settings, paths: list[str], jobs: int, job: int, batch
     validator = TokenValidator.from_config(settings.tokens, settings.keys, settings.limits)
     pipelines = keyed_pipelines(settings, validator)
     decoder = pipelines[PRINCIPAL]
+    use_format(decoder, settings.ingest, log_format)
     out = JobOutput(dead_letter_codes=dead.codes)
     if decoder.behaviour is not None:
         out.anomaly_model = decoder.behaviour.status
@@ -136,12 +137,12 @@ def _detect_job(settings: Settings, paths: list[str], jobs: int, job: int, batch
     return out
 
 
-def _run_job(args: tuple[Any, list[str], int, int, int, str | None]) -> JobOutput:
+def _run_job(args: tuple[Any, list[str], int, int, int, str | None, str]) -> JobOutput:
     return detect_job(*args)
 
 
 def replay_jobs(settings: Settings, paths: list[str], jobs: int, *, batch_size: int = BATCH,
-                dlq: IO[str] | None = None) -> ReplayResult:
+                dlq: IO[str] | None = None, log_format: str = "gatewatch") -> ReplayResult:
     """The replay of `paths` by `jobs` detect jobs and this process scoring; the alerts of `--jobs 1`.
 
     Each job writes its dead letters to a spool file of its own as they occur and returns only their counts;
@@ -155,7 +156,8 @@ def replay_jobs(settings: Settings, paths: list[str], jobs: int, *, batch_size: 
             spool_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewatch-dlq-"))
             spools = [str(Path(spool_dir) / f"job-{j}.jsonl") for j in range(jobs)]
         with ctx.Pool(jobs) as pool:
-            outputs = pool.map(_run_job, [(settings, paths, jobs, j, batch_size, spools[j]) for j in range(jobs)])
+            outputs = pool.map(_run_job, [(settings, paths, jobs, j, batch_size, spools[j], log_format)
+                                          for j in range(jobs)])
         if dlq is not None:
             for spool in spools:
                 with open(spool, encoding="utf-8") as entries:  # type: ignore[arg-type]

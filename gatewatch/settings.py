@@ -1,21 +1,30 @@
 """One typed settings object (CONTRACT.md §3), built by `load_settings` and passed down.
 
-Sources, later wins: defaults < TOML file < environment (`GATEWATCH_<SECTION>__<KEY>`).
-Relative paths are resolved against the config file's directory. An unknown key or a bad value
-raises `ConfigError` naming the key; the CLI turns that into exit code 2.
+`Settings` is a pydantic-settings `BaseSettings` whose sources `load_settings` gives it, later wins:
+defaults < TOML file (`TomlFileSource`) < environment (`EnvTomlSource`: `GATEWATCH_<SECTION>__<KEY>`, a value
+parsed as TOML, else taken as the string, merged into the file's section). `Settings()` alone is the defaults:
+nothing reads the file or the environment at import time or on its own.
+Relative paths, from the file, the environment or the defaults alike, are resolved against the config file's
+directory (`base_dir`) in one place, `_resolve_paths`. An unknown key or a bad value raises `ConfigError`
+naming the key; the CLI turns that into exit code 2.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import DefaultSettingsSource
 
 from gatewatch.detector_settings import DetectorsSettings
 from gatewatch.detector_settings import Section as _Section
+from gatewatch.ingest_settings import IngestSettings
 from ingest.decode import parse_ts
 from ingest.errors import ConfigError, DecodeError
 from scoring.risk import WEIGHTS
@@ -216,7 +225,46 @@ class ApiSettings(_Section):
         return v
 
 
-class Settings(_Section):
+class DecisionSettings(_Section):
+    """`gatewatch decide`: the decision endpoint a gateway asks on every request (api/decision.py)."""
+
+    bind: str = "127.0.0.1:8081"
+    # What the endpoint answers when it cannot read the store: "open" allows (204), "closed" denies (403).
+    # The gateway's own setting decides what happens when the endpoint does not answer at all
+    # (deploy/nginx: `gatewatch nginx-config --fail-mode`).
+    fail_mode: Literal["open", "closed"] = "open"
+    # Peers whose X-Forwarded-For is believed (CIDRs): the client is the right-most address not in this list.
+    # From any other peer, the client is the peer itself.
+    trusted_proxies: list[str] = ["127.0.0.1/32", "::1/128"]
+    # How stale the decision's view of the store may get (seconds): the cost of a fresh read per look-up.
+    refresh_seconds: float = Field(0.2, ge=0.0, le=60.0)
+    header_timeout_seconds: float = Field(5.0, gt=0, le=3600)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+    # Send the decision's reason in X-Gatewatch-Reason (the gateway may pass it to the client).
+    reason_header: bool = True
+
+    @field_validator("bind")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        return ApiSettings._host_port(v)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or CIDR") from None
+        return v
+
+
+class Settings(BaseSettings):
+    # Frozen and unknown keys refused, like every section. The file's table names are matched exactly
+    # (case_sensitive); the environment's names are lowercased by EnvTomlSource, which reads prefix and delimiter here.
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, case_sensitive=True,
+                                      env_prefix="GATEWATCH_", env_nested_delimiter="__")
+
     kafka: KafkaSettings = KafkaSettings()
     keys: KeysSettings = KeysSettings()
     tokens: TokensSettings = TokensSettings()
@@ -226,39 +274,74 @@ class Settings(_Section):
     detectors: DetectorsSettings = DetectorsSettings()
     scoring: ScoringSettings = ScoringSettings()
     api: ApiSettings = ApiSettings()
-    base_dir: Path = Path(".")
+    decision: DecisionSettings = DecisionSettings()
+    ingest: IngestSettings = IngestSettings()
+    base_dir: Path = Path(".")  # set by load_settings: the config file's directory (else the cwd), never by a person
 
     @property
     def store_path(self) -> Path:
         return Path(self.store.url.removeprefix("sqlite:///"))
 
-
-_PATH_KEYS = {("keys", "decryption_jwks"), ("keys", "issuer_jwks"), ("model", "path"),
-              ("api", "jwks"), ("api", "api_keys")}
-
-
-def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, raw in environ.items():
-        if not name.startswith("GATEWATCH_") or "__" not in name:
-            continue
-        section, key = name[len("GATEWATCH_"):].lower().split("__", 1)
-        try:  # a TOML value (number, bool, list, quoted string); else the bare string
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out.setdefault(section, {})[key] = value
-    return out
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`Settings(...)` itself is the defaults and its keyword arguments, like a plain model; the file and the
+        environment are read by `load_settings` only, which passes its own sources."""
+        return (init_settings,)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(merged.get(k), dict):
-            merged[k] = _merge(merged[k], v)
-        else:
-            merged[k] = v
-    return merged
+class TomlFileSource(InitSettingsSource):
+    """The config file's tables (`path` None: no file). What pydantic-settings' TomlConfigSettingsSource does, but
+    any existing path is read (it skips what is not a regular file, so `--config <(...)`, a pipe, would be silently
+    ignored), and a file that is not TOML is a ConfigError naming it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        super().__init__(settings_cls, data)
+
+
+class EnvTomlSource(PydanticBaseSettingsSource):
+    """`GATEWATCH_<SECTION>__<KEY>` variables (prefix and delimiter: `Settings.model_config`) as {section: {key:
+    value}}, names lowercased. A value is parsed as a TOML value (number, bool, list, quoted string, inline table
+    for a nested section), else taken as the bare string. Every section named is returned, known or not: an unknown
+    one is an unknown key, as in the file. A variable without the delimiter after the prefix is no setting.
+
+    pydantic-settings' EnvSettingsSource does not fit: it JSON-decodes complex fields only (a scalar stays the raw
+    string, quotes and all), silently skips a variable naming no field, also reads a whole section from
+    `GATEWATCH_<SECTION>`, matches the prefix case-insensitively, and reads `os.environ` only."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        prefix, delimiter = self.config["env_prefix"], self.config["env_nested_delimiter"]
+        assert delimiter, "Settings.model_config must name env_nested_delimiter"
+        self.values: dict[str, dict[str, Any]] = {}
+        for name, raw in environ.items():
+            rest = name.removeprefix(prefix)
+            if rest == name or delimiter not in rest:
+                continue
+            section, key = rest.lower().split(delimiter, 1)
+            self.values.setdefault(section, {})[key] = _toml_value(raw)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.values
+
+
+def _toml_value(raw: str) -> Any:
+    try:  # a TOML value (number, bool, list, quoted string, inline table); else the bare string
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
 
 
 def _describe(err: ValidationError) -> str:
@@ -270,48 +353,42 @@ def _describe(err: ValidationError) -> str:
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
-                  environ: dict[str, str] | None = None) -> Settings:
-    """Build the settings: `path`, else $GATEWATCH_CONFIG, else ./gatewatch.toml (optional)."""
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings: `path`, else $GATEWATCH_CONFIG, else ./gatewatch.toml (optional), then the environment
+    (`environ`, else os.environ)."""
     environ = dict(os.environ if environ is None else environ)
     explicit = path is not None or "GATEWATCH_CONFIG" in environ
     cfg = Path(path if path is not None else environ.get("GATEWATCH_CONFIG", "gatewatch.toml"))
-    data: dict[str, Any] = {}
-    if cfg.exists():
-        try:
-            data = tomllib.loads(cfg.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {cfg} is not valid TOML: {exc}") from None
-    elif explicit:
+    exists = cfg.exists()
+    if not exists and explicit:
         raise ConfigError(f"config file {cfg} not found")
-    environ.pop("GATEWATCH_CONFIG", None)
-    data = _merge(data, _env_overrides(environ))
-    if "base_dir" in data:
+    file = TomlFileSource(Settings, cfg if exists else None)
+    env = EnvTomlSource(Settings, environ)  # GATEWATCH_CONFIG has no "__": it names the file, it is no setting
+    if "base_dir" in file() or "base_dir" in env():
         raise ConfigError("unknown config key 'base_dir'")
-    base = cfg.resolve().parent if cfg.exists() else Path.cwd()
-    for section, key in _PATH_KEYS:
-        val = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if isinstance(val, str) and val and not Path(val).is_absolute():
-            data[section][key] = str(base / val)
+    base = cfg.resolve().parent if exists else Path.cwd()
+    # First wins: the loader's base_dir, the environment, the file, the defaults (nested dicts merged key by key).
+    sources = (InitSettingsSource(Settings, {"base_dir": base}), env, file, DefaultSettingsSource(Settings))
     try:
-        settings = Settings.model_validate({**data, "base_dir": base})
+        settings = Settings(_build_sources=(sources, {}))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    # Defaults that are paths are relative to the config file too.
-    return _absolutise_defaults(settings, base)
+    return _resolve_paths(settings)
 
 
-def _absolutise_defaults(s: Settings, base: Path) -> Settings:
-    def fix(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
-
-    store_url = s.store.url
-    store_path = Path(store_url.removeprefix("sqlite:///"))
-    if not store_path.is_absolute() and store_url != "sqlite:///:memory:":
-        store_url = "sqlite:///" + str(base / store_path)
-    return s.model_copy(update={
-        "keys": s.keys.model_copy(update={"decryption_jwks": fix(s.keys.decryption_jwks),
-                                          "issuer_jwks": fix(s.keys.issuer_jwks)}),
-        "model": s.model.model_copy(update={"path": fix(s.model.path)}),
-        "api": s.api.model_copy(update={"jwks": fix(s.api.jwks), "api_keys": fix(s.api.api_keys)}),
-        "store": s.store.model_copy(update={"url": store_url}),
-    })
+def _resolve_paths(s: Settings) -> Settings:
+    """The one place paths are resolved: every relative `Path` key of a section, and the SQLite file of `store.url`
+    (unless `:memory:`), is made relative to `s.base_dir`, whether it came from the file, the environment or a
+    default."""
+    update: dict[str, BaseModel] = {}
+    for name in type(s).model_fields:
+        section = getattr(s, name)
+        if isinstance(section, BaseModel):
+            paths = {k: s.base_dir / v for k, v in section if isinstance(v, Path) and not v.is_absolute()}
+            if paths:
+                update[name] = section.model_copy(update=paths)
+    db = Path(s.store.url.removeprefix("sqlite:///"))
+    if not db.is_absolute() and s.store.url != "sqlite:///:memory:":
+        store = update.get("store", s.store)
+        update["store"] = store.model_copy(update={"url": "sqlite:///" + str(s.base_dir / db)})
+    return s.model_copy(update=update)

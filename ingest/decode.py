@@ -4,20 +4,27 @@
 canonical timestamps (a busy gateway writes thousands of events in one) and the client addresses
 already found valid. Each value is then parsed once, not once per event; a miss costs the full parse,
 and a full cache is cleared, so memory stays bounded.
+
+A record of another gateway's log (a topic's `[ingest] formats`, `replay --format`) is parsed as any JSON
+object, mapped to an access event by its adapter (ingest/adapters) and then validated like a gatewatch
+record: every rule below applies to it too. gatewatch's own records keep their direct path.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 import msgspec
 
-from ingest.errors import DecodeError, OversizeError
+from ingest.adapters import Adapter, json_type
+from ingest.errors import DecodeError, OversizeError, RecordError
 from ingest.events import AccessRecord, Event, Record, Source, TokenRecord
 from ingest.tokens import TokenValidator
 
 _decoder = msgspec.json.Decoder(AccessRecord | TokenRecord)
+_any_decoder = msgspec.json.Decoder()  # another gateway's log: any JSON, for its adapter
 _MAX_ID = 256
 _DIGITS = frozenset("0123456789")
 _CACHE_MAX = 100_000
@@ -48,7 +55,29 @@ def _check_token_record(record: TokenRecord) -> None:
         raise DecodeError("token event of type 'refreshed' needs 'issued_jti'", "missing_field")
 
 
-def _parse_record(raw: bytes, max_bytes: int) -> Record:
+def _adapted(raw: bytes, adapter: Adapter) -> AccessRecord:
+    """Another gateway's log record → its access event, validated as strictly as a gatewatch record."""
+    try:
+        obj = _any_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not UTF-8 JSON: {exc}", "not_json") from None
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply", "not_json") from None
+    if type(obj) is not dict:
+        raise DecodeError(f"schema: expected a JSON object, got {json_type(obj)}", "schema")
+    try:
+        fields = adapter(obj)
+    except RecordError:
+        raise
+    except Exception as exc:  # an adapter's bug must not stop the stream: the record is dead-lettered
+        raise DecodeError(f"schema: record not understood ({type(exc).__name__})", "schema") from None
+    try:
+        return msgspec.convert(fields, AccessRecord)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"schema: {exc}", "schema") from None
+
+
+def _parse_record(raw: bytes, max_bytes: int, adapter: Adapter | None = None) -> Record:
     if len(raw) > max_bytes:
         raise OversizeError(f"record of {len(raw)} bytes exceeds limits.max_event_bytes={max_bytes}")
     if not raw.isascii():  # ASCII is UTF-8 (and the check is cheaper than decoding)
@@ -57,7 +86,7 @@ def _parse_record(raw: bytes, max_bytes: int) -> Record:
         except UnicodeDecodeError as exc:
             raise DecodeError(f"not UTF-8: invalid byte at {exc.start}", "not_json") from None
     try:
-        record: Record = _decoder.decode(raw)
+        record: Record = _decoder.decode(raw) if adapter is None else _adapted(raw, adapter)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"schema: {exc}", "schema") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -72,15 +101,30 @@ def _parse_record(raw: bytes, max_bytes: int) -> Record:
 class EventDecoder:
     """Bytes → `Event`, with the token (if any) validated at the event's time."""
 
-    def __init__(self, *, validator: TokenValidator | None, max_event_bytes: int) -> None:
+    def __init__(self, *, validator: TokenValidator | None, max_event_bytes: int,
+                 formats: Mapping[str, Adapter] | None = None, every: Adapter | None = None) -> None:
         self.validator = validator
         self.max_event_bytes = max_event_bytes
         self._minutes: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" → epoch seconds
         self._valid_ips: set[str] = set()
+        self.set_formats(formats or {}, every)
 
-    def decode_record(self, raw: bytes) -> tuple[Record, float]:
+    def set_formats(self, by_topic: Mapping[str, Adapter], every: Adapter | None = None) -> None:
+        """Which records are another gateway's log (ingest/adapters): those read from a topic of `by_topic`
+        (`[ingest] formats`: the live run, `replay --from-topic`), or every record whatever its source
+        (`every`: `replay --format`). Any other record is in gatewatch's own format."""
+        self._by_topic = dict(by_topic)
+        self._every = every
+        self._adapting = every is not None or bool(self._by_topic)
+
+    def _adapter(self, source: Source | None) -> Adapter | None:
+        if self._every is not None:
+            return self._every
+        return self._by_topic.get(source.topic) if source is not None else None
+
+    def decode_record(self, raw: bytes, source: Source | None = None) -> tuple[Record, float]:
         """Bytes → (record, event time). Raises `DecodeError`/`OversizeError` with a reason."""
-        record = _parse_record(raw, self.max_event_bytes)
+        record = _parse_record(raw, self.max_event_bytes, self._adapter(source) if self._adapting else None)
         if type(record) is AccessRecord:
             ip = record.client_ip
             if ip not in self._valid_ips:
@@ -115,7 +159,7 @@ class EventDecoder:
         return parse_ts(value)
 
     def decode(self, raw: bytes, source: Source | None = None) -> Event:
-        record, ts = self.decode_record(raw)
+        record, ts = self.decode_record(raw, source)
         token = record.token
         info = self.validator.check(token, ts) if token and self.validator is not None else None
         return Event(record=record, ts=ts, token=info, source=source)

@@ -26,6 +26,7 @@ BASE_SEVERITY: dict[str, str] = {
     "token.revoked_use": "high", "token.expired_use": "medium", "token.cross_tenant": "critical",
     "token.jti_collision": "critical", "token.invalid": "medium", "token.unencrypted": "low",
     "traffic.rate_limit": "medium", "traffic.ip_not_allowed": "medium", "anomaly.behaviour": "medium",
+    "traffic.llm_budget": "high",
 }
 MAX_EVIDENCE_IDS = 50
 MAX_REASONS = 10

@@ -21,6 +21,8 @@ WEIGHTS: dict[str, float] = {
     "token.revoked_use": 0.6, "token.expired_use": 0.3, "token.cross_tenant": 0.8,
     "token.jti_collision": 0.8, "token.invalid": 0.4, "token.unencrypted": 0.1,
     "traffic.rate_limit": 0.3, "traffic.ip_not_allowed": 0.4, "anomaly.behaviour": 0.4,
+    # over a configured LLM budget: 0.8 x its strength (>= 0.95) = risk 76, `deny` on its own (deny_at 75)
+    "traffic.llm_budget": 0.8,
 }
 DEFAULT_WEIGHT = 0.3
 _MAX_CONTRIBUTIONS = 32  # per entity; the weakest (after decay) are dropped first

@@ -16,7 +16,7 @@ ALL_ATTACKS: tuple[str, ...] = (
     "replay.nonce", "replay.token_context", "replay.refresh_reuse",
     "token.revoked_use", "token.expired_use", "token.cross_tenant", "token.jti_collision",
     "token.invalid", "token.unencrypted",
-    "traffic.rate_limit", "traffic.ip_not_allowed",
+    "traffic.rate_limit", "traffic.ip_not_allowed", "traffic.llm_budget",
     *BEHAVIOURAL_ATTACKS,
 )
 

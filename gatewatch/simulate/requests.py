@@ -97,11 +97,14 @@ def render(sim: Sim, ep: Endpoint, tenant: Tenant, device: Device | None, ids: d
 
 
 def _llm_usage(sim: Sim, ep: Endpoint, device: Device | None, tenant: Tenant,
-               scale: float) -> tuple[dict[str, Any], float, int, int]:
+               scale: float, long_prompt: float | None = None) -> tuple[dict[str, Any], float, int, int]:
     provider, model, ms_per_token = device.llm if device is not None and device.llm else tenant.llm_models[0]
     prompt_med = device.prompt_median if device is not None else 600.0
     comp_med = device.completion_median if device is not None else 220.0
-    prompt = int(min(max(sim.lognormal(prompt_med, 0.8), 8), 100_000))
+    if long_prompt is None:
+        prompt = int(min(max(sim.lognormal(prompt_med, 0.8), 8), 100_000))
+    else:  # whole documents pasted in, up to a 128k context window
+        prompt = int(min(max(sim.lognormal(long_prompt, 0.3), 1_000), 128_000))
     if ep.llm == "embeddings":
         emb = catalog.EMBEDDING_MODELS[1 if provider == "mistral" else 0]
         usage = {"provider": emb[0], "model": emb[1], "prompt_tokens": prompt // 2 + 1, "completion_tokens": 0}
@@ -118,9 +121,10 @@ def _llm_usage(sim: Sim, ep: Endpoint, device: Device | None, tenant: Tenant,
 def request(sim: Sim, t: float, tenant: Tenant, route: str, *, ip: str, ua: str | None,
             device: Device | None = None, token: str | None = None, nonce: str | None = None,
             key: str | None = None, status: int | None = None, endpoint: int | None = None,
-            ids: dict[str, Any] | None = None, llm_scale: float = 1.0,
+            ids: dict[str, Any] | None = None, llm_scale: float = 1.0, long_prompt: float | None = None,
             labels: tuple[dict[str, Any], ...] = NO_LABELS) -> Item:
-    """An access event for one call of `route` on `tenant` (endpoint drawn by weight unless given)."""
+    """An access event for one call of `route` on `tenant` (endpoint drawn by weight unless given);
+    `llm_scale` multiplies an LLM call's completion, `long_prompt` is the median of its prompt."""
     eps, _, errors = _TABLES[route]
     i = pick_endpoint(sim, route) if endpoint is None else endpoint
     ep = eps[i]
@@ -134,7 +138,7 @@ def request(sim: Sim, t: float, tenant: Tenant, route: str, *, ip: str, ua: str 
     usage = None
     if status < 300:
         if ep.llm:
-            usage, latency, bytes_in, bytes_out = _llm_usage(sim, ep, device, tenant, llm_scale)
+            usage, latency, bytes_in, bytes_out = _llm_usage(sim, ep, device, tenant, llm_scale, long_prompt)
         else:
             latency = sim.lognormal(ep.latency_ms, ep.sigma)
             bytes_out = 0 if status == 204 else int(sim.lognormal(ep.bytes_out, 0.5))

@@ -43,7 +43,7 @@ def test_every_detector_module_is_registered() -> None:
 @pytest.fixture(scope="module")
 def stream(validator, minter):
     """A small mixed stream that gives every detector something to find: repeated nonces, plain
-    JWS tokens, a burst of garbage tokens from one IP."""
+    JWS tokens, a burst of garbage tokens from one IP, a subject over its LLM token budget."""
     dec = EventDecoder(validator=validator, max_event_bytes=65536)
     toks = [minter.mint({"sub": f"u{i}", "client_id": f"c{i}", "exp": T0 + 900, "iat": T0,
                          "cnf": {"jkt": f"k{i}"}}) for i in range(3)]
@@ -82,6 +82,11 @@ def stream(validator, minter):
              for i in range(620)]  # 620 > 600 in 31 s: traffic.rate_limit on that IP
     recs += [access(f"adm{i}", T0 + 3 * i, route="admin-api", path="/admin/v1/users", status=403,
                     client_ip="203.0.113.66" if i % 2 else "2001:db8:f000::66") for i in range(6)]
+    burner = minter.mint({"sub": "burner", "client_id": "batch-job", "exp": T0 + 900, "iat": T0})
+    recs += [access(f"llm{i}", T0 + 21 + 3 * i, token=burner, route="llm-gateway", method="POST",
+                    path="/v1/chat/completions", llm={"provider": "openai", "model": "gpt-4o",
+                                                      "prompt_tokens": 95_000, "completion_tokens": 2_000})
+             for i in range(12)]  # 1,164,000 LLM tokens in one clock minute: traffic.llm_budget
     recs.sort(key=lambda r: r["ts"])
     return [dec.decode(raw(r), Source("t", 0, i)) for i, r in enumerate(recs)]
 

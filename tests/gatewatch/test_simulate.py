@@ -257,6 +257,9 @@ def _check(run: Run, scenario: str, i: int, first: dict[str, Any]) -> None:
         assert info.verdict == "ok" and not info.encrypted
     elif scenario == "traffic.ip_not_allowed":
         assert e["route"] == "admin-api" and not _in(e["client_ip"], ADMIN_ALLOWED_CIDRS[e["tenant"]])
+    elif scenario == "traffic.llm_budget":
+        assert e["route"] == "llm-gateway" and info.verdict == "ok"
+        assert e["status"] >= 300 or e["llm"]["prompt_tokens"] >= 10_000  # a whole document per prompt
     elif scenario == "anomaly.scraping":
         assert e["path"].startswith("/v1/customers/")
 
@@ -288,6 +291,14 @@ def test_labelled_events_are_what_the_label_says(attacked: Run, scenario: str) -
         assert max(per_second.values()) >= 25
     if scenario == "anomaly.scraping":
         assert len({attacked.events[i].event["path"] for i in labelled}) >= 1_000
+    if scenario == "traffic.llm_budget":  # over a subject's default budget (1 M tokens a minute) at once
+        per_minute: Counter[tuple[str, int]] = Counter()
+        for i in labelled:
+            e = attacked.events[i].event
+            if "llm" in e:
+                used = e["llm"]["prompt_tokens"] + e["llm"]["completion_tokens"]
+                per_minute[(attacked.info(i).sub, int(attacked.ts[i] // 60))] += used
+        assert per_minute and max(per_minute.values()) > 2_000_000
 
 
 # -- order -------------------------------------------------------------------------------------

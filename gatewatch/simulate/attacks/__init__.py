@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Scenario] = {
     "token.unencrypted": misuse.unencrypted,
     "traffic.rate_limit": volume.rate_limit,
     "traffic.ip_not_allowed": volume.ip_not_allowed,
+    "traffic.llm_budget": volume.llm_budget,
     "anomaly.scraping": behaviour.scraping,
     "anomaly.llm_abuse": behaviour.llm_abuse,
     "anomaly.flood": behaviour.flood,

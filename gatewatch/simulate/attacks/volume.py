@@ -1,4 +1,5 @@
-"""Traffic-control scenarios: a rate-limit burst, and admin routes called from outside the allow-list."""
+"""Traffic-control scenarios: a rate-limit burst, admin routes called from outside the allow-list, and a
+script burning an LLM budget."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from gatewatch.simulate import network
 from gatewatch.simulate.attacks._common import intruder_ip, is_user, reserve, tool_ua, upkeep, weighted_tenant
 from gatewatch.simulate.context import Item, Sim
 from gatewatch.simulate.model import AttackRun
-from gatewatch.simulate.requests import pick_api, pick_endpoint, request
+from gatewatch.simulate.requests import endpoint_index, pick_api, pick_endpoint, request
 
 
 def rate_limit(sim: Sim, t0: float, run: AttackRun) -> Iterator[Item]:
@@ -62,3 +63,29 @@ def ip_not_allowed(sim: Sim, t0: float, run: AttackRun) -> Iterator[Item]:
     for _ in range(rng.randint(5, 20)):
         yield request(sim, t, tenant, "admin-api", ip=ip, ua=ua, key=ip, status=403, labels=labels)
         t += sim.lognormal(1.5, 0.8)
+
+
+def llm_budget(sim: Sim, t0: float, run: AttackRun) -> Iterator[Item]:
+    """A script burning one subject's LLM budget — a leaked SDK key run through a batch job, or an agent
+    stuck in a loop on its owner's machine: long-context prompts (whole documents, ~50-110k tokens each)
+    at 60-120 a minute for one to three minutes, several times a subject's per-minute token budget
+    (1 M) from the first minute on. Same address and client as its owner's own use: only the spending
+    is unusual."""
+    rng = sim.rng
+    dev = reserve(sim, families=("sdk",), pred=lambda d: "llm-gateway" in d.apis[0])
+    reserved = dev is not None
+    if dev is None:
+        dev = rng.choice([d for d in sim.pop.services if "llm-gateway" in d.apis[0]] or sim.pop.services)
+    ip = dev.home_ip if dev.family != "server" else rng.choice(dev.subject.ips)
+    labels = run.labels("subject", dev.sub)
+    endpoint = endpoint_index("llm-gateway", "POST", "/v1/chat/completions")
+    rate, long_prompt = rng.uniform(60.0, 120.0) / 60.0, rng.uniform(50_000.0, 110_000.0)
+    t, end = t0, t0 + rng.uniform(60.0, 180.0)
+    while t < end:
+        t = yield from upkeep(sim, dev, t, ip)
+        yield request(sim, t, dev.tenant, "llm-gateway", ip=ip, ua=dev.user_agent, device=dev, token=dev.token,
+                      nonce=sim.nonce() if dev.dpop_jkt else None, key=dev.sub, endpoint=endpoint,
+                      long_prompt=long_prompt, labels=labels)
+        t += rng.expovariate(rate)
+    if reserved:
+        dev.busy -= 1

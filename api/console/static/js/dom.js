@@ -77,7 +77,8 @@ export const STATUSES = ["open", "acknowledged", "resolved", "false_positive"];
 export const ALERT_TYPES = [
   "replay.nonce", "replay.token_context", "replay.refresh_reuse", "token.revoked_use",
   "token.expired_use", "token.cross_tenant", "token.jti_collision", "token.invalid",
-  "token.unencrypted", "traffic.rate_limit", "traffic.ip_not_allowed", "anomaly.behaviour",
+  "token.unencrypted", "traffic.rate_limit", "traffic.ip_not_allowed", "traffic.llm_budget",
+  "anomaly.behaviour",
 ];
 
 export function badge(kind, value) {
