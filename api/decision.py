@@ -43,7 +43,7 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class DecisionRequest:
     authorization: str | None
-    client_ip: str | None  # already resolved through the trusted proxies
+    client_ip: str | None  # resolved through the trusted proxies, canonical (`client_address` gives both)
     tenant: str | None  # the route's tenant, as the gateway names it
     route: str | None = None
 
@@ -106,13 +106,13 @@ class DecisionEngine:
         if found is not None:
             return _held(found)
 
-        rows = risk.get_risk(token_tenants, token=tfp,
-                             sub=seen.sub if seen is not None else None,
-                             client_id=seen.client_id if seen is not None else None)
-        if tfp is not None and seen is None:  # unknown token: its own risk row only, in any tenant
-            rows = risk.get_risk(None, token=tfp)
+        token_key = [("token", tfp)] if tfp is not None else []
+        if seen is not None:
+            rows = risk.risk_of_keys(token_key + keys_token_tenant, token_tenants)
+        else:  # unknown token: its own row only, in any tenant
+            rows = risk.risk_of_keys(token_key, None)
         if req.client_ip:
-            rows += risk.get_risk(route_tenants, ip=_canonical_ip(req.client_ip))
+            rows += risk.risk_of_keys([("ip", req.client_ip)], route_tenants)
         if not rows:
             return Decision(ALLOW, "allow", 0.0, "")
         top = max(rows, key=lambda r: (r.score, r.kind, r.value))
@@ -128,13 +128,6 @@ def _live(found: Sequence[Hold], now: float) -> Hold | None:
 def _held(hold: Hold) -> Decision:
     value = hold.value if hold.kind != "token" else f"tfp {hold.value}"
     return Decision(DENY, "deny", 100.0, hold.reason, f"{hold.kind}:{value}")
-
-
-def _canonical_ip(ip: str) -> str:
-    try:
-        return str(ipaddress.ip_address(ip))
-    except ValueError:
-        return ip
 
 
 def client_address(peer: str | None, forwarded_for: str | None,

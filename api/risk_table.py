@@ -162,6 +162,10 @@ class RiskTable:
                 wanted += entity_keys(kind, value)
         return self._risk_of(wanted, tenants, tenant)
 
+    def risk_of_keys(self, keys: list[tuple[str, str]], tenants: Collection[str] | None = None) -> list[RiskUpdate]:
+        """Rows of (kind, value) keys already in their stored form (the decision endpoint's hot path)."""
+        return self._risk_of(keys, tenants, None)
+
     def entity_risk(self, kind: str, value: str, tenants: Collection[str] | None = None) -> list[RiskUpdate]:
         """The current risk rows of one entity (any stored form of it), per tenant, highest score first."""
         return self._risk_of(entity_keys(kind, value), tenants, None)

@@ -95,8 +95,6 @@ def _without_workers(argv: list[str]) -> list[str]:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    import asyncio
-
     from api.decision import DecisionEngine
     from api.decision_server import DecisionServer
 
@@ -113,7 +111,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
                             header_timeout_seconds=d.header_timeout_seconds, max_connections=d.max_connections)
     print(f"gatewatch decide: listening on {host}:{port} (fail {d.fail_mode})", file=sys.stderr, flush=True)
     try:
-        asyncio.run(server.serve(host, int(port)))
+        server.run(host, int(port))
     except OSError as exc:  # the port is taken, the address is not ours
         raise GatewatchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     print(f"gatewatch decide: stopped after {sum(server.counts.values())} decisions "

@@ -19,8 +19,9 @@ from scoring.risk import RiskUpdate
 FAR = time.time() + 3600
 
 
-@pytest.fixture()
-def served() -> Iterator[tuple[DecisionServer, int]]:
+@pytest.fixture(params=["uvloop", "asyncio"])
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[DecisionServer, int]]:
+    """The server on a free port in a thread, on uvloop (what `gatewatch decide` runs) and on asyncio's own loop."""
     store = AlertStore(":memory:")
     store.holds.upsert([Hold("acme", "token", tfp_of("bad.tok.en"), "token.revoked", "token j was revoked\x1b[2J",
                              time.time() - 1, FAR)],
@@ -32,7 +33,9 @@ def served() -> Iterator[tuple[DecisionServer, int]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    loop = asyncio.new_event_loop()
+    import uvloop
+
+    loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
     ready, stop = asyncio.Event(), None
 
     def main() -> None:
