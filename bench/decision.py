@@ -253,7 +253,7 @@ def main() -> int:
                 return [proc.pid, *map(int, children.split())]
             runs: dict[str, list[Run]] = {"nginx": [], "nginx+decide": [], "decide": []}
             warm = requests(tokens, 4 * len(tokens), "/v1/decision", rng, host="decide")
-            asyncio.run(open_loop(dport, warm, args.rate, args.connections, [decide.pid]))  # warm the caches
+            asyncio.run(open_loop(dport, warm, 4 * args.rate, args.connections, [decide.pid]))  # warm the caches
             targets = [("nginx", pport, "/orders", family_pids(plain), False),
                        ("nginx+decide", gport, "/orders", family_pids(guarded) + [decide.pid], True),
                        ("decide", dport, "/v1/decision", [decide.pid], True)]

@@ -9,6 +9,7 @@ history (the day before the live traffic, the same rate) through `gatewatch trai
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -22,7 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from api.store import AlertStore
+from gatewatch.settings import load_settings
 from gatewatch.terminal import printable
+from ingest.decode import parse_ts
 
 
 def _gatewatch(*args: str) -> list[str]:
@@ -83,11 +87,18 @@ def _train_once(cfg: Path, demo_dir: Path, rate: float, seed: int) -> None:
 
 def summary_lines(run_summary: dict[str, Any], seconds: float, alerts: list[dict[str, Any]],
                   labelled: Counter[str], *, risk: Callable[[str, str], dict[str, Any]],
-                  model_detail: Callable[[], str]) -> Iterator[str]:
+                  model_detail: Callable[[], str], holds: Counter[str] | None = None) -> Iterator[str]:
     """The summary's lines about the run, its alerts and the model, each through `printable`: alerts quote
     log fields (entities, tenants, reasons), which may hold control characters. `risk(param, value)` is the
-    API's risk of one entity, `model_detail()` what /readyz says of the model."""
-    return map(printable, _summary(run_summary, seconds, alerts, labelled, risk, model_detail))
+    API's risk of one entity, `model_detail()` what /readyz says of the model, `holds` the live holds by type
+    (what `gatewatch decide` would deny) at the newest alert's time."""
+    lines = _summary(run_summary, seconds, alerts, labelled, risk, model_detail)
+    if holds is not None:
+        lines = itertools.chain(lines, [
+            f"gateway decisions: {sum(holds.values())} entities denied at the newest event time"
+            + (" (" + ", ".join(f"{t} {n}" for t, n in sorted(holds.items())) + ")" if holds else "")
+            + "; `gatewatch decide` answers a gateway from them"])
+    return map(printable, lines)
 
 
 def _summary(run_summary: dict[str, Any], seconds: float, alerts: list[dict[str, Any]], labelled: Counter[str],
@@ -145,13 +156,17 @@ def main() -> int:
             raise SystemExit(f"demo: `gatewatch run` exited with {worker.returncode}")
         run_summary = json.loads(out.strip().splitlines()[-1])
         alerts = _all_alerts(base, creds["analyst"])
+        newest = max((parse_ts(a["last_seen"]) for a in alerts), default=0.0)
+        store = AlertStore(str(load_settings(cfg).store_path))
+        held = Counter(h.type for h in store.holds.holds_in(None, at=newest, limit=1_000_000))
+        store.close()
         labelled = Counter(json.loads(line)["type"] for line in (demo_dir / "labels.jsonl").open())
         print("\n=== gatewatch demo summary ===")
         for line in summary_lines(
                 run_summary, time.monotonic() - started, alerts, labelled,
                 risk=lambda param, value: _get(f"{base}/v1/risk?{param}={urllib.parse.quote(value)}",
                                                creds["gateway"]),
-                model_detail=lambda: _get(f"{base}/readyz")["checks"]["model"]["detail"]):
+                model_detail=lambda: _get(f"{base}/readyz")["checks"]["model"]["detail"], holds=held):
             print(line)
         print(f"\nAPI      : {base}/v1/alerts   (Authorization: Bearer <key>)")
         print(f"keys     : {demo_dir / 'keys' / 'credentials.json'} (analyst, gateway, viewer-acme)")
