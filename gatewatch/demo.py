@@ -156,7 +156,7 @@ def main() -> int:
             raise SystemExit(f"demo: `gatewatch run` exited with {worker.returncode}")
         run_summary = json.loads(out.strip().splitlines()[-1])
         alerts = _all_alerts(base, creds["analyst"])
-        newest = max((parse_ts(a["last_seen"]) for a in alerts), default=0.0)
+        newest = max((parse_ts(a["last_seen"]) for a in alerts if "last_seen" in a), default=0.0)
         store = AlertStore(str(load_settings(cfg).store_path))
         held = Counter(h.type for h in store.holds.holds_in(None, at=newest, limit=1_000_000))
         store.close()

@@ -332,6 +332,9 @@ def build_server(app: Any, *, host: str, port: int, header_timeout: float, max_c
     guard = ConnectionGuard(header_timeout=header_timeout, max_connections=max_connections,
                             log_interval=log_interval, linger=linger, max_lingering=max_lingering)
     config.setdefault("log_level", "warning")
+    # asyncio's own loop, even with uvloop installed (gatewatch decide's): the guard counts failed accepts
+    # through asyncio's exception handler and its retry pause, which uvloop does not have.
+    config.setdefault("loop", "asyncio")
     return GuardedServer(uvicorn.Config(app, host=host, port=port, http=guard.protocol_class(), ws="none",
                                         **config), guard)
 
