@@ -1,8 +1,9 @@
 """The gateway decision under load: `gatewatch decide`, and nginx with and without `auth_request` to it.
 
 Three targets, each driven open-loop at --rate requests/s for --duration s over --connections keep-alive
-connections by the asyncio client of bench/risk_lookup.py (latency from each request's *scheduled* send
-time, so a stall is charged for every request it delayed):
+connections by bench/openloop.c, compiled with the machine's C compiler (the asyncio client of
+bench/risk_lookup.py when there is none: at p99 its own latency was larger than what it measured) — latency
+from each request's *scheduled* send time, so a stall is charged for every request it delayed:
 
   * nginx         nginx (Debian's package, one worker) serving the route without `auth_request`: the baseline
   * nginx+decide  the same route in the same nginx, behind `auth_request` to `gatewatch decide` — the
@@ -151,6 +152,42 @@ async def open_loop(port: int, asks: list[Ask], rate: float, connections: int, p
     return Run(lat[~np.isnan(lat)], elapsed, wrong, sum(cpu_seconds(p) for p in pids) - cpu0)
 
 
+def build_client(tmp: Path) -> Path | None:
+    """bench/openloop.c compiled with the machine's C compiler (None: no compiler, the Python client is used)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    binary = tmp / "openloop"
+    subprocess.run([cc, "-O2", "-o", str(binary), str(ROOT / "bench" / "openloop.c")], check=True)
+    return binary
+
+
+def c_open_loop(client: Path, tmp: Path, port: int, asks: list[Ask], rate: float, connections: int,
+                pids: list[int], expect: bool) -> Run:
+    """The same open loop as `open_loop`, driven by bench/openloop.c."""
+    reqs, out = tmp / "requests.bin", tmp / "latencies.bin"
+    with open(reqs, "wb") as f:
+        for a in asks:
+            f.write(len(a.data).to_bytes(4, "little") + a.data)
+    cpu0 = sum(cpu_seconds(p) for p in pids)
+    t0 = time.perf_counter()
+    subprocess.run([str(client), "127.0.0.1", str(port), str(rate), str(connections), str(reqs), str(out)],
+                   check=True)
+    elapsed = time.perf_counter() - t0 - 0.05  # the client starts its schedule 50 ms in
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+    raw = out.read_bytes()
+    n = len(asks)
+    lat = np.frombuffer(raw[:8 * n], dtype="<i8") / 1e9
+    status = np.frombuffer(raw[8 * n:], dtype="<i4")
+    wrong = 0
+    for a, st in zip(asks, status, strict=True):
+        want = a.expect if expect else 200
+        if want == 204 and a.data.startswith(b"GET /orders"):
+            want = 200
+        wrong += int(st != want)
+    return Run(lat, elapsed, wrong, cpu)
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     import socket
 
@@ -257,16 +294,23 @@ def main() -> int:
             targets = [("nginx", pport, "/orders", family_pids(plain), False),
                        ("nginx+decide", gport, "/orders", family_pids(guarded) + [decide.pid], True),
                        ("decide", dport, "/v1/decision", [decide.pid], True)]
+            client = build_client(tmp)
+
+            def drive(port: int, asks: list[Ask], pids: list[int], expect: bool) -> Run:
+                if client is not None:
+                    return c_open_loop(client, tmp, port, asks, args.rate, args.connections, pids, expect)
+                return asyncio.run(open_loop(port, asks, args.rate, args.connections, pids, expect))
             steal0 = steal_share()
             for rnd in range(args.repeats):  # the order rotates: no target always runs first or last
                 for name, port, path, pids, expect in targets[rnd % 3:] + targets[:rnd % 3]:
                     asks = requests(tokens, n, path, rng, host="gw")
-                    r = asyncio.run(open_loop(port, asks, args.rate, args.connections, pids, expect))
+                    r = drive(port, asks, pids, expect)
                     runs[name].append(r)
                     print(f"{name:>13}: {r.latencies.size / r.elapsed:7.0f} req/s  p50 {r.pct(50):6.2f} ms  "
                           f"p99 {r.pct(99):6.2f} ms  p99.9 {r.pct(99.9):6.2f} ms  wrong {r.wrong}  "
                           f"server CPU {r.server_cpu / r.elapsed:.0%}", flush=True)
             steal = steal_share(steal0)
+            args.client_used = "c" if client is not None else "python"
         finally:
             for proc in (guarded, plain, decide):
                 proc.terminate()
@@ -308,6 +352,8 @@ def report(args: argparse.Namespace, runs: dict[str, list[Run]], steal: float) -
     base, guarded, alone = runs["nginx"], runs["nginx+decide"], runs["decide"]
     command = (f"bench/decision.py --rate {args.rate:.0f} --duration {args.duration:.0f} "
                f"--connections {args.connections} --tokens {args.tokens} --repeats {args.repeats}")
+    client = ("bench/openloop.c (C, epoll; one request in flight per connection)" if args.client_used == "c" else
+              "Python (bench/risk_lookup.py's asyncio client)")
     return f"""`{command}`.
 {machine_header()} {nginx_v}, one worker process. The hypervisor took {steal:.0%} of the machine's CPU time
 ("steal") during the measured runs.
@@ -317,7 +363,7 @@ connections, latency from each request's scheduled send time; {args.repeats} rou
 rotating order, medians of the rounds (p99's range in brackets). The store holds {args.tokens:,} token rows, a
 tenth of them held (revoked), and step-up risk on another tenth's subjects; a tenth of the requests carry
 a token gatewatch never saw. Every answer's status was checked against the seeded rows (204/200, 401, 403).
-The load generator is Python (bench/risk_lookup.py's client) on the same two cores as the servers.
+The load generator is {client}, on the same two cores as the servers.
 
 | target | req/s | p50 ms | p99 ms | p99.9 ms | server CPU |
 |---|---|---|---|---|---|
