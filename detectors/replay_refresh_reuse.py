@@ -174,7 +174,9 @@ class RefreshReuseDetector:
             reasons=(*signal.reasons, f"its family ({len(fam.refresh)} refresh tokens, {len(fam.tokens)} access "
                      "tokens) is compromised: the gateway decision denies every one of them"),
             figures={**signal.figures, "family": _short(fam.root), "family_refresh_tokens": len(fam.refresh),
-                     "family_access_tokens": len(fam.tokens)})
+                     "family_access_tokens": len(fam.tokens),
+                     # for the authorization server to revoke (jtis name refresh tokens; they are not the tokens)
+                     "family_refresh_jtis": list(fam.refresh)})
 
     # -- reuse ------------------------------------------------------------------------------------------
     def _reuse(self, event: Event, rec: TokenRecord, state: StateStore) -> list[Signal]:

@@ -49,6 +49,7 @@ def test_a_reuse_names_every_access_token_of_the_family(decode, minter) -> None:
     assert tokens == [fingerprint(a1), fingerprint(a2)]
     assert s.token_fps == (fingerprint(a1), fingerprint(a2))
     assert s.figures["family_refresh_tokens"] == 3 and s.figures["family_access_tokens"] == 2
+    assert s.figures["family_refresh_jtis"] == ["rt-1", "rt-2", "rt-x"]
     assert "gateway decision denies every one of them" in s.reasons[-1]
     later = [x for x in sigs if not x.alerting]
     assert len(later) == 1 and later[0].event_ids == ("ix",)
