@@ -36,8 +36,6 @@ as the rate limiter does; in one process one instance counts all three.
 from __future__ import annotations
 
 import math
-from array import array
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from detectors.base import Entity, Signal
+from detectors.seen_ids import SeenIds
 from detectors.state import StateStore
 from ingest.events import AccessRecord, Event
 
@@ -87,34 +86,6 @@ class _Budget:
     budget: int
     model: str  # ALL_MODELS, or the one model it counts
     source: str  # "default" | "tenant" | "model": where the budget was configured
-
-
-class _Ids:
-    """Hashes of the counted events of one minute: a set while the minute is current, then a sorted
-    array of 8 bytes per id plus a small set for the stragglers (late events, redeliveries)."""
-
-    __slots__ = ("fresh", "packed")
-
-    def __init__(self) -> None:
-        self.fresh: set[int] = set()
-        self.packed: array[int] | None = None
-
-    def __contains__(self, h: int) -> bool:
-        if h in self.fresh:
-            return True
-        packed = self.packed
-        if packed is None:
-            return False
-        i = bisect_left(packed, h)
-        return i < len(packed) and packed[i] == h
-
-    def add(self, h: int) -> None:
-        self.fresh.add(h)
-
-    def pack(self) -> None:
-        if self.packed is None and self.fresh:
-            self.packed = array("Q", sorted(self.fresh))
-            self.fresh = set()
 
 
 def _table(value: Any) -> dict[str, Any]:
@@ -281,13 +252,13 @@ class LlmBudgetDetector:
         """Whether this event was counted already; if not, remember it."""
         minute = int(ts // 60)
         ids_key = ("llm-ids", minute)
-        ids: _Ids | None = state.get(ids_key)
+        ids: SeenIds | None = state.get(ids_key)
         h = hash((rec.gateway, rec.event_id)) & _M64
         if ids is None:
-            ids = _Ids()
+            ids = SeenIds()
             until = (minute // 1440 + 1) * 86_400 if self._days else (minute + 1) * 60
             state.set(ids_key, ids, expires_at=until + _KEEP_SECONDS)
-            older: _Ids | None = state.get(("llm-ids", minute - 2))
+            older: SeenIds | None = state.get(("llm-ids", minute - 2))
             if older is not None:
                 older.pack()  # its minute is over: 8 bytes per id from now on
         elif h in ids:

@@ -47,14 +47,13 @@ durable store must therefore keep the object it returned from `get` (as replay_n
 from __future__ import annotations
 
 import math
-from array import array
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from detectors.base import Entity, Signal
+from detectors.seen_ids import SeenIds
 from detectors.state import StateStore
 from ingest.events import AccessRecord, Event
 
@@ -84,35 +83,6 @@ class _Rate:
     total: int = 0  # sum(counts), kept as counts change
     fired: float = float("-inf")  # event time of the last signal
     recent: deque[str] | None = None  # the latest event ids, kept only near or over the limit
-
-
-class _Ids:
-    """Hashes of the event ids of one sub-window of event time: a set while the sub-window is
-    current, then (from two sub-windows on) a sorted array of 8 bytes per id plus a small set for
-    the stragglers (late events and redeliveries) that arrive after that."""
-
-    __slots__ = ("fresh", "packed")
-
-    def __init__(self) -> None:
-        self.fresh: set[int] = set()
-        self.packed: array[int] | None = None
-
-    def __contains__(self, h: int) -> bool:
-        if h in self.fresh:
-            return True
-        packed = self.packed
-        if packed is None:
-            return False
-        i = bisect_left(packed, h)
-        return i < len(packed) and packed[i] == h
-
-    def add(self, h: int) -> None:
-        self.fresh.add(h)
-
-    def pack(self) -> None:
-        if self.packed is None and self.fresh:
-            self.packed = array("Q", sorted(self.fresh))
-            self.fresh = set()
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -205,12 +175,12 @@ class RateLimitDetector:
         ts = event.ts
         slot = int(ts // self._sub)
         ids_key = ("rl-ids", slot)
-        ids: _Ids | None = state.get(ids_key)
+        ids: SeenIds | None = state.get(ids_key)
         h = hash(rec.event_id) & _M64
         if ids is None:
-            ids = _Ids()
+            ids = SeenIds()
             state.set(ids_key, ids, expires_at=(slot + 1) * self._sub + 2 * self.window_seconds)
-            older: _Ids | None = state.get(("rl-ids", slot - 2))
+            older: SeenIds | None = state.get(("rl-ids", slot - 2))
             if older is not None:
                 older.pack()  # its sub-window is over: 8 bytes per id from now on
         elif h in ids:
