@@ -177,11 +177,11 @@ class Pipeline:
                 self._signal(signal, result, changed, risk)
 
         ordered = sorted(events, key=_by_time)
-        result.late_events = self._detect(ordered, score, result, warmup=warmup)
-        if self.ledger is not None and self.track_tokens:
-            holds, tokens = (result.holds, result.tokens) if not warmup else ([], [])
+        if self.ledger is not None and self.track_tokens:  # first: a hold a signal asks for lasts until the
+            holds, tokens = (result.holds, result.tokens) if not warmup else ([], [])  # token's exp, known here
             for event in ordered:
                 self.ledger.observe(event, holds, tokens)
+        result.late_events = self._detect(ordered, score, result, warmup=warmup)
         if self.behaviour is not None:
             self.behaviour.observe(events)  # arrival order: the windows must not depend on the batching
             for signal in self.behaviour.flush(self.watermark):
