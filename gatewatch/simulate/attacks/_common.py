@@ -31,6 +31,17 @@ def reserve(sim: Sim, *, families: tuple[str, ...] | None = None, tenant: Tenant
     return dev
 
 
+def llm_client(sim: Sim) -> tuple[Device, bool, str]:
+    """An SDK device calling the LLM gateway (reserved, else any service of it): (device, whether it was
+    reserved — release it with `busy -= 1` — and the address it calls from)."""
+    dev = reserve(sim, families=("sdk",), pred=lambda d: "llm-gateway" in d.apis[0])
+    reserved = dev is not None
+    if dev is None:
+        dev = sim.rng.choice([d for d in sim.pop.services if "llm-gateway" in d.apis[0]] or sim.pop.services)
+    ip = dev.home_ip if dev.family != "server" else sim.rng.choice(dev.subject.ips)
+    return dev, reserved, ip
+
+
 def is_user(device: Device) -> bool:
     return device.subject.role == "user"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gatewatch.simulate import catalog, network
-from gatewatch.simulate.attacks._common import (ASSUMED_LIMITS, intruder_ip, is_user, reserve, upkeep,
+from gatewatch.simulate.attacks._common import (ASSUMED_LIMITS, intruder_ip, is_user, llm_client, reserve, upkeep,
                                                 weighted_tenant)
 from gatewatch.simulate.clock import night_distance
 from gatewatch.simulate.context import Item, Sim
@@ -37,11 +37,7 @@ def llm_abuse(sim: Sim, t0: float, run: AttackRun) -> Iterator[Item]:
     """A client's LLM completions balloon to ~40x its usual size (a leaked key resold, or a runaway
     agent loop), for a quarter of an hour or more."""
     rng = sim.rng
-    dev = reserve(sim, families=("sdk",), pred=lambda d: "llm-gateway" in d.apis[0])
-    reserved = dev is not None
-    if dev is None:
-        dev = rng.choice([d for d in sim.pop.services if "llm-gateway" in d.apis[0]] or sim.pop.services)
-    ip = dev.home_ip if dev.family != "server" else rng.choice(dev.subject.ips)
+    dev, reserved, ip = llm_client(sim)
     labels = run.labels("client", dev.client_id)
     endpoint = endpoint_index("llm-gateway", "POST", "/v1/chat/completions")
     t, end = t0, t0 + rng.uniform(900.0, 2400.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gatewatch.simulate import network
-from gatewatch.simulate.attacks._common import intruder_ip, is_user, reserve, tool_ua, upkeep, weighted_tenant
+from gatewatch.simulate.attacks._common import intruder_ip, is_user, llm_client, reserve, tool_ua, upkeep, weighted_tenant
 from gatewatch.simulate.context import Item, Sim
 from gatewatch.simulate.model import AttackRun
 from gatewatch.simulate.requests import endpoint_index, pick_api, pick_endpoint, request
@@ -72,11 +72,7 @@ def llm_budget(sim: Sim, t0: float, run: AttackRun) -> Iterator[Item]:
     (1 M) from the first minute on. Same address and client as its owner's own use: only the spending
     is unusual."""
     rng = sim.rng
-    dev = reserve(sim, families=("sdk",), pred=lambda d: "llm-gateway" in d.apis[0])
-    reserved = dev is not None
-    if dev is None:
-        dev = rng.choice([d for d in sim.pop.services if "llm-gateway" in d.apis[0]] or sim.pop.services)
-    ip = dev.home_ip if dev.family != "server" else rng.choice(dev.subject.ips)
+    dev, reserved, ip = llm_client(sim)
     labels = run.labels("subject", dev.sub)
     endpoint = endpoint_index("llm-gateway", "POST", "/v1/chat/completions")
     rate, long_prompt = rng.uniform(60.0, 120.0) / 60.0, rng.uniform(50_000.0, 110_000.0)
