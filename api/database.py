@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -36,6 +37,28 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+class ChangeWatch:
+    """For an in-process read cache: has another connection committed since we last looked? Asked at most every
+    `staleness_seconds` (wall clock on purpose: it bounds how stale a cache may get, not detection), so a
+    cached read touches no database at all in between."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._checked_at = float("-inf")  # time.monotonic() of the last data_version check
+        self._version = db.data_version()
+
+    def changed(self, staleness_seconds: float) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at < staleness_seconds:
+            return False
+        self._checked_at = now
+        version = self.db.data_version()
+        if version == self._version:
+            return False
+        self._version = version
+        return True
 
 
 class _Tx:

@@ -12,10 +12,9 @@ time are pruned on write.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Iterable, Sequence
 
-from api.database import Database, tenant_clause
+from api.database import ChangeWatch, Database, tenant_clause
 from scoring.holds import Hold, TokenSeen
 
 KEEP_SECONDS = 86_400.0  # an expired hold stays visible on entity pages this long
@@ -53,8 +52,7 @@ class HoldsTable:
         self._conn = db.conn
         self._lock = db.lock
         self.staleness_seconds = staleness_seconds
-        self._checked_at = float("-inf")
-        self._version = db.data_version()
+        self._others = ChangeWatch(db)  # another process's commits drop the caches
         self._holds: dict[tuple[str, str], tuple[Hold, ...]] = {}
         self._tokens: dict[str, TokenSeen | None] = {}
 
@@ -132,12 +130,6 @@ class HoldsTable:
         cache[key] = value
 
     def _refresh_if_stale(self) -> None:
-        now = time.monotonic()  # wall clock on purpose: bounds cache staleness, not detection
-        if now - self._checked_at < self.staleness_seconds:
-            return
-        self._checked_at = now
-        version = self.db.data_version()
-        if version != self._version:
+        if self._others.changed(self.staleness_seconds):
             self._holds.clear()
             self._tokens.clear()
-            self._version = version

@@ -19,11 +19,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from api.database import Database, tenant_clause
+from api.database import ChangeWatch, Database, tenant_clause
 from ingest.tokens import fingerprint
 from scoring.risk import RiskUpdate
 
@@ -106,9 +105,8 @@ class RiskTable:
         self._db = db.conn
         self._lock = db.lock
         self.staleness_seconds = staleness_seconds
-        self._checked_at = float("-inf")  # time.monotonic() of the last data_version check
         self._risk_cache: dict[tuple[str, str], tuple[RiskUpdate, ...]] = {}
-        self._data_version = db.data_version()
+        self._others = ChangeWatch(db)  # another process's commits drop the cache
 
     # -- writes -------------------------------------------------------------------------------------
     def upsert_risk(self, updates: Iterable[RiskUpdate]) -> int:
@@ -228,14 +226,8 @@ class RiskTable:
                                 reasons=tuple(json.loads(rs)), ts=ts) for t, s, lv, ac, rs, ts in rows)
 
     def _refresh_cache_if_stale(self) -> None:
-        now = time.monotonic()  # wall clock on purpose: this bounds cache staleness, not detection
-        if now - self._checked_at < self.staleness_seconds:
-            return
-        self._checked_at = now
-        version = self.db.data_version()
-        if version != self._data_version:  # another connection committed: our cache may be stale
+        if self._others.changed(self.staleness_seconds):  # another connection committed: our cache may be stale
             self._risk_cache.clear()
-            self._data_version = version
 
 
 __all__ = ["ENTITY_KINDS", "HISTORY_PER_ENTITY", "RISK_KINDS", "RISK_SCHEMA", "RiskPoint", "RiskTable",
