@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from api.auth import bearer_of
 from api.store import AlertStore
 from scoring.holds import Hold
 
@@ -49,12 +50,10 @@ class DecisionRequest:
 
 
 def bearer_token(authorization: str | None, max_bytes: int) -> str | None:
-    """The compact token of `Bearer <token>` (scheme case-insensitive); None for anything else."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > max_bytes or " " in token:
+    """The compact token of `Bearer <token>` (the API's own parsing, `bearer_of`), if it could be one: at most
+    `max_bytes`, no space inside; None for anything else."""
+    token = bearer_of(authorization.strip() if authorization else None)
+    if token is None or len(token) > max_bytes or " " in token:
         return None
     return token
 
