@@ -1,8 +1,8 @@
 """The gateway decision under load: `gatewatch decide`, and nginx with and without `auth_request` to it.
 
 Three targets, each driven open-loop at --rate requests/s for --duration s over --connections keep-alive
-connections by bench/openloop.c, compiled with the machine's C compiler (the asyncio client of
-bench/risk_lookup.py when there is none: at p99 its own latency was larger than what it measured) — latency
+connections by bench/openloop.c, compiled with the machine's C compiler (a Python asyncio client's own p99
+latency was larger than what it measured) — latency
 from each request's *scheduled* send time, so a stall is charged for every request it delayed:
 
   * nginx         nginx (Debian's package, one worker) serving the route without `auth_request`: the baseline
@@ -23,7 +23,6 @@ Prints the figures and rewrites the "Gateway decision" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import os
 import random
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import machine_header, write_section  # noqa: E402
-from bench.risk_lookup import Conn, cpu_seconds, free_port  # noqa: E402
+from bench.risk_lookup import cpu_seconds, free_port  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -110,53 +109,11 @@ class Run:
         return float(np.percentile(self.latencies, q) * 1000)
 
 
-async def open_loop(port: int, asks: list[Ask], rate: float, connections: int, pids: list[int],
-                    expect: bool = True) -> Run:
-    conns = [await Conn("127.0.0.1", port).open() for _ in range(connections)]
-    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
-    lat = np.full(len(asks), np.nan)
-    wrong = 0
-    cpu0 = sum(cpu_seconds(p) for p in pids)
-    t0 = time.perf_counter() + 0.05
-
-    async def producer() -> None:
-        for i in range(len(asks)):
-            due = t0 + i / rate
-            wait = due - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            queue.put_nowait((i, due))
-        for _ in conns:
-            queue.put_nowait(None)
-
-    async def worker(conn: Conn) -> None:
-        nonlocal wrong
-        while (item := await queue.get()) is not None:
-            i, due = item
-            try:
-                status, _ = await conn.request(asks[i].data)
-            except (OSError, asyncio.IncompleteReadError):  # nginx ends a kept-alive connection after
-                await conn.close()                         # keepalive_requests (1000): a new one, once
-                status, _ = await conn.request(asks[i].data)
-            lat[i] = time.perf_counter() - due
-            want = asks[i].expect if expect else 200
-            if want == 204 and asks[i].data.startswith(b"GET /orders"):
-                want = 200  # allowed through nginx: the upstream's answer
-            if status != want:
-                wrong += 1
-
-    await asyncio.gather(producer(), *(worker(c) for c in conns))
-    elapsed = time.perf_counter() - t0
-    for c in conns:
-        await c.close()
-    return Run(lat[~np.isnan(lat)], elapsed, wrong, sum(cpu_seconds(p) for p in pids) - cpu0)
-
-
-def build_client(tmp: Path) -> Path | None:
-    """bench/openloop.c compiled with the machine's C compiler (None: no compiler, the Python client is used)."""
+def build_client(tmp: Path) -> Path:
+    """bench/openloop.c compiled with the machine's C compiler."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        return None
+        raise SystemExit("bench/decision.py needs a C compiler (cc or gcc) for its load generator, bench/openloop.c")
     binary = tmp / "openloop"
     subprocess.run([cc, "-O2", "-o", str(binary), str(ROOT / "bench" / "openloop.c")], check=True)
     return binary
@@ -164,7 +121,7 @@ def build_client(tmp: Path) -> Path | None:
 
 def c_open_loop(client: Path, tmp: Path, port: int, asks: list[Ask], rate: float, connections: int,
                 pids: list[int], expect: bool) -> Run:
-    """The same open loop as `open_loop`, driven by bench/openloop.c."""
+    """`asks` at `rate`/s over `connections` kept-alive connections, driven by bench/openloop.c."""
     reqs, out = tmp / "requests.bin", tmp / "latencies.bin"
     with open(reqs, "wb") as f:
         for a in asks:
@@ -290,27 +247,21 @@ def main() -> int:
                 return [proc.pid, *map(int, children.split())]
             runs: dict[str, list[Run]] = {"nginx": [], "nginx+decide": [], "decide": []}
             warm = requests(tokens, 4 * len(tokens), "/v1/decision", rng, host="decide")
-            asyncio.run(open_loop(dport, warm, 4 * args.rate, args.connections, [decide.pid]))  # warm the caches
+            client = build_client(tmp)
+            c_open_loop(client, tmp, dport, warm, 4 * args.rate, args.connections, [decide.pid], True)  # warm caches
             targets = [("nginx", pport, "/orders", family_pids(plain), False),
                        ("nginx+decide", gport, "/orders", family_pids(guarded) + [decide.pid], True),
                        ("decide", dport, "/v1/decision", [decide.pid], True)]
-            client = build_client(tmp)
-
-            def drive(port: int, asks: list[Ask], pids: list[int], expect: bool) -> Run:
-                if client is not None:
-                    return c_open_loop(client, tmp, port, asks, args.rate, args.connections, pids, expect)
-                return asyncio.run(open_loop(port, asks, args.rate, args.connections, pids, expect))
             steal0 = steal_share()
             for rnd in range(args.repeats):  # the order rotates: no target always runs first or last
                 for name, port, path, pids, expect in targets[rnd % 3:] + targets[:rnd % 3]:
                     asks = requests(tokens, n, path, rng, host="gw")
-                    r = drive(port, asks, pids, expect)
+                    r = c_open_loop(client, tmp, port, asks, args.rate, args.connections, pids, expect)
                     runs[name].append(r)
                     print(f"{name:>13}: {r.latencies.size / r.elapsed:7.0f} req/s  p50 {r.pct(50):6.2f} ms  "
                           f"p99 {r.pct(99):6.2f} ms  p99.9 {r.pct(99.9):6.2f} ms  wrong {r.wrong}  "
                           f"server CPU {r.server_cpu / r.elapsed:.0%}", flush=True)
             steal = steal_share(steal0)
-            args.client_used = "c" if client is not None else "python"
         finally:
             for proc in (guarded, plain, decide):
                 proc.terminate()
@@ -352,8 +303,6 @@ def report(args: argparse.Namespace, runs: dict[str, list[Run]], steal: float) -
     base, guarded, alone = runs["nginx"], runs["nginx+decide"], runs["decide"]
     command = (f"bench/decision.py --rate {args.rate:.0f} --duration {args.duration:.0f} "
                f"--connections {args.connections} --tokens {args.tokens} --repeats {args.repeats}")
-    client = ("bench/openloop.c (C, epoll; one request in flight per connection)" if args.client_used == "c" else
-              "Python (bench/risk_lookup.py's asyncio client)")
     return f"""`{command}`.
 {machine_header()} {nginx_v}, one worker process. The hypervisor took {steal:.0%} of the machine's CPU time
 ("steal") during the measured runs.
@@ -363,7 +312,7 @@ connections, latency from each request's scheduled send time; {args.repeats} rou
 rotating order, medians of the rounds (p99's range in brackets). The store holds {args.tokens:,} token rows, a
 tenth of them held (revoked), and step-up risk on another tenth's subjects; a tenth of the requests carry
 a token gatewatch never saw. Every answer's status was checked against the seeded rows (204/200, 401, 403).
-The load generator is {client}, on the same two cores as the servers.
+The load generator is bench/openloop.c (C, epoll; one request in flight per connection), on the same two cores as the servers.
 
 | target | req/s | p50 ms | p99 ms | p99.9 ms | server CPU |
 |---|---|---|---|---|---|
