@@ -124,6 +124,13 @@ class HoldsTable:
                 f"{restrict[0]} ORDER BY since DESC LIMIT ?", [at, *restrict[1], limit]).fetchall()
         return [Hold(*r) for r in rows]
 
+    def count_by_type(self, *, live_at: float | None = None) -> dict[str, int]:
+        """Stored holds by type (`live_at`: only those still denying at that event time)."""
+        where, args = ("WHERE until > ?", [live_at]) if live_at is not None else ("", [])
+        with self._lock:
+            rows = self._conn.execute(f"SELECT type, COUNT(*) FROM holds {where} GROUP BY type", args).fetchall()
+        return dict(rows)
+
     def _cache(self, cache: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
         if len(cache) >= _CACHE_MAX:
             cache.clear()

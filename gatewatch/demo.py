@@ -87,17 +87,19 @@ def _train_once(cfg: Path, demo_dir: Path, rate: float, seed: int) -> None:
 
 def summary_lines(run_summary: dict[str, Any], seconds: float, alerts: list[dict[str, Any]],
                   labelled: Counter[str], *, risk: Callable[[str, str], dict[str, Any]],
-                  model_detail: Callable[[], str], holds: Counter[str] | None = None) -> Iterator[str]:
+                  model_detail: Callable[[], str],
+                  holds: tuple[dict[str, int], dict[str, int]] | None = None) -> Iterator[str]:
     """The summary's lines about the run, its alerts and the model, each through `printable`: alerts quote
     log fields (entities, tenants, reasons), which may hold control characters. `risk(param, value)` is the
-    API's risk of one entity, `model_detail()` what /readyz says of the model, `holds` the live holds by type
-    (what `gatewatch decide` would deny) at the newest alert's time."""
+    API's risk of one entity, `model_detail()` what /readyz says of the model, `holds` the holds made by type
+    and those still live at the newest alert's time (what `gatewatch decide` would deny then)."""
     lines = _summary(run_summary, seconds, alerts, labelled, risk, model_detail)
     if holds is not None:
         lines = itertools.chain(lines, [
-            f"gateway decisions: {sum(holds.values())} entities denied at the newest event time"
-            + (" (" + ", ".join(f"{t} {n}" for t, n in sorted(holds.items())) + ")" if holds else "")
-            + "; `gatewatch decide` answers a gateway from them"])
+            f"gateway decisions: {sum(holds[0].values())} holds made"
+            + (" (" + ", ".join(f"{t} {n}" for t, n in sorted(holds[0].items())) + ")" if holds[0] else "")
+            + f", {sum(holds[1].values())} still denying at the newest event time (a token's ends at its expiry);"
+            + " `gatewatch decide` answers a gateway from them"])
     return map(printable, lines)
 
 
@@ -158,7 +160,7 @@ def main() -> int:
         alerts = _all_alerts(base, creds["analyst"])
         newest = max((parse_ts(a["last_seen"]) for a in alerts if "last_seen" in a), default=0.0)
         store = AlertStore(str(load_settings(cfg).store_path))
-        held = Counter(h.type for h in store.holds.holds_in(None, at=newest, limit=1_000_000))
+        held = (store.holds.count_by_type(), store.holds.count_by_type(live_at=newest))
         store.close()
         labelled = Counter(json.loads(line)["type"] for line in (demo_dir / "labels.jsonl").open())
         print("\n=== gatewatch demo summary ===")

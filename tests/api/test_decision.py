@@ -155,6 +155,8 @@ def test_the_pipeline_fills_what_the_decision_reads(settings, validator, minter)
     for family_token in (a1, a2):
         d = _ask(engine, token=family_token, now=now)
         assert d.status == 403 and d.reason.startswith("replay.refresh_reuse: refresh token rt-1")
+    assert store.holds.count_by_type() == {"token.revoked": 1, "replay.refresh_reuse": 2}
+    assert store.holds.count_by_type(live_at=T0 + 3600 + 31) == {}  # every held token has expired by then
     alert = next(a for a in result.alerts if a.type == "replay.refresh_reuse")
     assert set(alert.evidence["token_fps"]) == {fingerprint(a1), fingerprint(a2)}  # visible in the alert
     assert {"kind": "token", "value": fingerprint(a1)} in alert.evidence["entities"]

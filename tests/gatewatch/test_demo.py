@@ -52,7 +52,7 @@ def test_the_summary_escapes_control_characters_from_alerts(tmp_path: Path, monk
     assert demo.main() == 0
     out = capsys.readouterr().out
     assert "=== gatewatch demo summary ===" in out
-    assert "gateway decisions: 0 entities denied at the newest event time" in out  # (an empty store here)
+    assert "gateway decisions: 0 holds made, 0 still denying at the newest event time" in out  # an empty store
     assert raw_controls(out) == []
     assert not [line for line in out.splitlines() if line.startswith("FAKE LINE")]
     assert "subject=alice\\x1b[2J\\r\\nFAKE LINE" in out  # shown, not obeyed
